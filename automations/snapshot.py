@@ -1,0 +1,125 @@
+"""The automation as the data plane sees it: the value of the `automations.config` topic.
+
+The control plane builds it from SQL after each commit; ingress, streams and notifier read it
+from the compacted topic (see `config_cache.py`). The Avro schema is
+`schemas/AutomationSnapshot.avsc`; `to_record`/`from_record` convert.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+VariableType = Literal["text", "number", "date", "boolean", "email", "choice"]
+VARIABLE_TYPES: tuple[VariableType, ...] = ("text", "number", "date", "boolean", "email", "choice")
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    type: VariableType
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    field: str
+    variable: str | None  # None: skipped (not imported)
+
+
+@dataclass(frozen=True)
+class MessageTemplate:
+    id: str
+    name: str
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
+class ApiKeyHash:
+    sha256: str
+    expires_at: datetime | None = None  # set on the old key after a rotation (grace period)
+
+
+@dataclass(frozen=True)
+class AutomationSnapshot:
+    id: str
+    version: int
+    name: str
+    survey_id: str
+    survey_name: str
+    enabled: bool
+    message: MessageTemplate
+    variables: tuple[Variable, ...]
+    email_field: str
+    fields_mode: Literal["include", "exclude"]
+    fields_paths: tuple[str, ...]
+    filters: dict[str, Any] | None
+    mapping: tuple[FieldMapping, ...]
+    delay_days: int
+    error_notifications_enabled: bool
+    error_recipients: tuple[str, ...]
+    api_keys: tuple[ApiKeyHash, ...]
+    updated_at: datetime
+    disabled_reason: str | None = None
+    _variables_by_name: dict[str, Variable] = field(default_factory=dict, compare=False,
+                                                    repr=False)
+
+    def __post_init__(self) -> None:
+        self._variables_by_name.update({v.name: v for v in self.variables})
+
+    def variable(self, name: str) -> Variable | None:
+        return self._variables_by_name.get(name)
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro record (schemas/AutomationSnapshot.avsc)."""
+        return {
+            "id": self.id, "version": self.version, "name": self.name,
+            "survey_id": self.survey_id, "survey_name": self.survey_name,
+            "enabled": self.enabled, "disabled_reason": self.disabled_reason,
+            "message": {"id": self.message.id, "name": self.message.name,
+                        "subject": self.message.subject, "body": self.message.body},
+            "variables": [{"name": v.name, "type": v.type, "options": list(v.options)}
+                          for v in self.variables],
+            "email_field": self.email_field, "fields_mode": self.fields_mode,
+            "fields_paths": list(self.fields_paths),
+            "filters_json": None if self.filters is None else json.dumps(self.filters),
+            "mapping": [{"field": m.field, "variable": m.variable} for m in self.mapping],
+            "delay_days": self.delay_days,
+            "error_notifications_enabled": self.error_notifications_enabled,
+            "error_recipients": list(self.error_recipients),
+            "api_keys": [{"sha256": k.sha256, "expires_at": k.expires_at} for k in self.api_keys],
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> AutomationSnapshot:
+        m = r["message"]
+        return cls(
+            id=r["id"], version=r["version"], name=r["name"], survey_id=r["survey_id"],
+            survey_name=r["survey_name"], enabled=r["enabled"],
+            disabled_reason=r.get("disabled_reason"),
+            message=MessageTemplate(m["id"], m["name"], m["subject"], m["body"]),
+            variables=tuple(Variable(v["name"], v["type"], tuple(v.get("options") or ()))
+                            for v in r["variables"]),
+            email_field=r["email_field"], fields_mode=r["fields_mode"],
+            fields_paths=tuple(r["fields_paths"]),
+            filters=None if r.get("filters_json") is None else json.loads(r["filters_json"]),
+            mapping=tuple(FieldMapping(x["field"], x.get("variable")) for x in r["mapping"]),
+            delay_days=r["delay_days"],
+            error_notifications_enabled=r["error_notifications_enabled"],
+            error_recipients=tuple(r["error_recipients"]),
+            api_keys=tuple(ApiKeyHash(k["sha256"], _aware(k.get("expires_at")))
+                           for k in r["api_keys"]),
+            updated_at=_aware(r["updated_at"]) or datetime.now(UTC),
+        )
+
+
+def _aware(value: datetime | int | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,85 @@
+"""Avro single-object encoding of hookstream's events.
+
+Every message is `C3 01` + the schema's CRC-64-AVRO fingerprint (8 bytes, little endian)
++ the Avro binary body, as the Avro specification defines it, so any Avro library that has
+the `.avsc` files in this folder can decode it. Parsed schemas are cached at import.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint as _fastavro_fingerprint
+
+SCHEMA_DIR = Path(__file__).parent
+MAGIC = b"\xc3\x01"
+HEADER_LEN = len(MAGIC) + 8
+NAMES = ("AutomationSnapshot", "InvitationRequested", "InvitationOutcome", "AutomationError")
+
+
+class CodecError(ValueError):
+    """A message that is not a hookstream Avro single-object encoding we know."""
+
+
+def load_schema_json(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+
+
+@cache
+def parsed(name: str) -> dict[str, Any]:
+    if name not in NAMES:
+        raise CodecError(f"unknown schema {name!r}; known: {', '.join(NAMES)}")
+    return fastavro.parse_schema(load_schema_json(name))
+
+
+@cache
+def fingerprint(name: str) -> bytes:
+    """The schema's CRC-64-AVRO fingerprint of its Parsing Canonical Form, little endian."""
+    canonical = fastavro.schema.to_parsing_canonical_form(parsed(name))
+    return int(_fastavro_fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+
+
+@cache
+def _by_fingerprint() -> dict[bytes, str]:
+    return {fingerprint(n): n for n in NAMES}
+
+
+def encode(name: str, record: Mapping[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    buf.write(fingerprint(name))
+    fastavro.schemaless_writer(buf, parsed(name), dict(record))
+    return buf.getvalue()
+
+
+def schema_of(data: bytes) -> str:
+    """The name of the schema a message was written with."""
+    if len(data) < HEADER_LEN or data[:2] != MAGIC:
+        raise CodecError("not Avro single-object encoding: the message does not start with C3 01")
+    fp = bytes(data[2:HEADER_LEN])
+    try:
+        return _by_fingerprint()[fp]
+    except KeyError:
+        raise CodecError(
+            f"unknown schema fingerprint {fp.hex()}: written with a schema this version of "
+            "hookstream does not know") from None
+
+
+def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+    """(schema name, record) of a message."""
+    name = schema_of(data)
+    return name, fastavro.schemaless_reader(io.BytesIO(data[HEADER_LEN:]), parsed(name), None)
+
+
+def decode_as(name: str, data: bytes) -> dict[str, Any]:
+    """Decode a message that must have been written with schema `name`."""
+    got, record = decode(data)
+    if got != name:
+        raise CodecError(f"expected a {name} message, got {got}")
+    return record

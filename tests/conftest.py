@@ -1,0 +1,63 @@
+"""Shared fixtures: a real Kafka broker and a fresh topic prefix per test.
+
+The broker comes from, in order: `HOOKSTREAM_KAFKA_BOOTSTRAP`; testcontainers' Kafka when a
+Docker engine answers; else the local launcher (one broker for the whole session, on free
+ports, in a temporary directory, stopped by pid at the end).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hookstream.kafka.launcher import LocalKafka, free_port
+from hookstream.kafka.topics import Topics
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no usable Docker engine": fall back
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The bootstrap address of a real Apache Kafka broker."""
+    named = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP")
+    if named:
+        yield named
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    port = free_port()
+    controller = free_port()
+    kafka = LocalKafka(Path(tmp_path_factory.mktemp("kafka")), port=port,
+                       controller_port=controller, heap="1g", log_level="WARN")
+    kafka.start()
+    try:
+        yield kafka.bootstrap
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix no other test uses, so topics never collide."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def topics(topic_prefix: str) -> Topics:
+    return Topics(topic_prefix)
