@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     ingress_port: int = 8080
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
+    worker_port: int = 8082  # the streams worker's /metrics and health
+    notifier_port: int = 8083  # the notifier's /metrics and health
     var_dir: Path = VAR_DIR
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
