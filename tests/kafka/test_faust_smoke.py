@@ -1,0 +1,59 @@
+"""Smoke test on the real broker: a Faust worker turns N JSON records into N Avro events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from hookstream.kafka.topics import Topics
+from schemas import codec
+
+N = 200
+
+
+async def test_faust_app_json_to_avro(kafka_bootstrap: str, topics: Topics, tmp_path) -> None:
+    source, sink = f"{topics.prefix}smoke.in", f"{topics.prefix}smoke.out"
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(N):
+            body = {"event_id": f"e{i}", "email": f"r{i}@example.com", "n": i}
+            await producer.send(source, orjson.dumps(body))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    env = {**os.environ, "HOOKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    worker = subprocess.Popen([sys.executable, "-m", "streams.smoke", source, sink],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    consumer = AIOKafkaConsumer(sink, bootstrap_servers=kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        got: dict[str, dict] = {}
+        async with asyncio.timeout(90):
+            while len(got) < N:
+                assert worker.poll() is None, worker.stdout.read().decode()  # type: ignore[union-attr]
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        inv = codec.decode_as("InvitationRequested", r.value)
+                        assert r.key == inv["invitation_id"].encode()
+                        got[inv["event_id"]] = inv
+    finally:
+        await consumer.stop()
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    assert sorted(got) == sorted(f"e{i}" for i in range(N))
+    assert all(got[f"e{i}"]["variables"] == {"n": i} for i in range(N))
+    assert all(got[f"e{i}"]["email"] == f"r{i}@example.com" for i in range(N))
