@@ -42,7 +42,9 @@ def parsed(name: str) -> dict[str, Any]:
 def fingerprint(name: str) -> bytes:
     """The schema's CRC-64-AVRO fingerprint of its Parsing Canonical Form, little endian."""
     canonical = fastavro.schema.to_parsing_canonical_form(parsed(name))
-    return int(_fastavro_fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+    # fastavro already returns the hex of the little-endian bytes (e.g. "int" ->
+    # 8f5c393f1ad57572 for the value 0x7275d51a3f395c8f): take the bytes as they are.
+    return bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 @cache
@@ -54,7 +56,10 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
     buf = io.BytesIO()
     buf.write(MAGIC)
     buf.write(fingerprint(name))
-    fastavro.schemaless_writer(buf, parsed(name), dict(record))
+    try:
+        fastavro.schemaless_writer(buf, parsed(name), dict(record))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CodecError(f"cannot encode a {name}: {exc}") from exc
     return buf.getvalue()
 
 
@@ -74,7 +79,16 @@ def schema_of(data: bytes) -> str:
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:
     """(schema name, record) of a message."""
     name = schema_of(data)
-    return name, fastavro.schemaless_reader(io.BytesIO(data[HEADER_LEN:]), parsed(name), None)
+    body = io.BytesIO(data[HEADER_LEN:])
+    try:
+        record = fastavro.schemaless_reader(body, parsed(name), None)
+    except (EOFError, IndexError, ValueError, OverflowError) as exc:  # truncated or corrupt body
+        raise CodecError(f"corrupt {name} message: the Avro body does not decode ({exc})") from exc
+    if body.tell() != len(data) - HEADER_LEN:
+        # Extra bytes mean the body was not written with this schema: refuse, do not guess.
+        raise CodecError(f"corrupt {name} message: {len(data) - HEADER_LEN - body.tell()} "
+                         "trailing bytes after the Avro body")
+    return name, record
 
 
 def decode_as(name: str, data: bytes) -> dict[str, Any]:

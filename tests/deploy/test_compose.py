@@ -1,0 +1,266 @@
+"""The Docker deployment files, checked without a Docker engine: structure, images, ports,
+healthchecks, dependency conditions, the one Dockerfile, and no committed admin token."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hookstream.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+HOOKSTREAM = {"admin": 8081, "ingress": 8080, "worker": 8082, "notifier": 8083}
+INFRA = ("kafka", "postgres", "mailpit")
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def env(service: dict[str, Any]) -> dict[str, str]:
+    raw = service.get("environment", {})
+    if isinstance(raw, list):  # the "KEY=value" list form
+        raw = dict(item.split("=", 1) for item in raw)
+    return {k: str(v) for k, v in raw.items()}
+
+
+def published(service: dict[str, Any]) -> dict[int, int]:
+    """container port -> host port of the service's `ports` (short syntax)."""
+    out = {}
+    for spec in service.get("ports", []):
+        parts = str(spec).split("/")[0].split(":")
+        out[int(parts[-1])] = int(parts[-2]) if len(parts) > 1 else int(parts[-1])
+    return out
+
+
+def test_services_exist(services: dict[str, Any]) -> None:
+    assert set(INFRA) | set(HOOKSTREAM) <= set(services)
+
+
+def test_every_service_has_a_healthcheck(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        check = svc.get("healthcheck")
+        assert check and check.get("test"), f"{name} has no healthcheck"
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert not check.get("disable"), name
+
+
+def test_depends_on_waits_for_healthy(services: dict[str, Any]) -> None:
+    expected = {"admin": {"kafka", "postgres"}, "ingress": {"kafka", "admin"},
+                "worker": {"kafka", "admin"}, "notifier": {"kafka", "admin"}}
+    for name, needs in expected.items():
+        deps = services[name]["depends_on"]
+        assert isinstance(deps, dict), f"{name}: depends_on needs the long form with conditions"
+        assert needs <= set(deps), name
+    for name, svc in services.items():
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            assert spec == {"condition": "service_healthy"} or (
+                spec.get("condition") == "service_healthy"), f"{name} -> {dep}"
+            assert services[dep].get("healthcheck"), f"{dep} must be checkable for {name}"
+    # No cycle: compose would refuse to start.
+    graph = {n: set(s.get("depends_on") or {}) for n, s in services.items()}
+    done: set[str] = set()
+    while graph.keys() - done:
+        ready = {n for n in graph.keys() - done if graph[n] <= done}
+        assert ready, f"depends_on cycle among {sorted(graph.keys() - done)}"
+        done |= ready
+
+
+def test_kafka_is_apache_kafka_4_in_kraft_mode(services: dict[str, Any]) -> None:
+    kafka = services["kafka"]
+    image, _, tag = kafka["image"].partition(":")
+    assert image == "apache/kafka"
+    assert re.fullmatch(r"4\.\d+\.\d+", tag), f"pin a 4.x release, got {tag!r}"
+    e = env(kafka)
+    assert set(e["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    node = e["KAFKA_NODE_ID"]
+    listeners = dict(reversed(item.split("://", 1)) for item in e["KAFKA_LISTENERS"].split(","))
+    by_name = {v: k for k, v in listeners.items()}
+    controller = e["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert e["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node}@kafka:{by_name[controller].strip(':')}"
+    assert by_name["PLAINTEXT"] == ":9092"
+    assert "PLAINTEXT://kafka:9092" in e["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    protocols = dict(item.split(":") for item in e["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+                     .split(","))
+    assert set(by_name) <= set(protocols)
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"):
+        assert e[key] == "1", key
+    # kafka-storage format wants a base64url-encoded 16-byte UUID.
+    cluster_id = e["CLUSTER_ID"]
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+    test = " ".join(kafka["healthcheck"]["test"])
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server localhost:9092" in test
+
+
+def test_postgres_and_mailpit(services: dict[str, Any]) -> None:
+    pg = services["postgres"]
+    assert pg["image"].split(":")[0] == "postgres"
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    assert env(pg)["POSTGRES_DB"] == "hookstream"
+    mail = services["mailpit"]
+    assert mail["image"].split(":")[0] == "axllent/mailpit"
+    assert {1025, 8025} <= set(published(mail))
+
+
+@pytest.mark.parametrize("name", HOOKSTREAM)
+def test_hookstream_service(services: dict[str, Any], name: str) -> None:
+    svc = services[name]
+    build = svc["build"]
+    assert build["dockerfile"] == "deploy/Dockerfile"
+    assert (REPO / build.get("context", ".") / build["dockerfile"]).is_file()
+    assert svc["command"] in ([name], name)
+    port = HOOKSTREAM[name]
+    assert published(svc) == {port: port}
+    e = env(svc)
+    assert e["HOOKSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert re.fullmatch(r"postgresql\+psycopg://hookstream:.+@postgres:5432/hookstream",
+                        e["HOOKSTREAM_DATABASE_URL"])
+    assert e["HOOKSTREAM_SMTP_URL"] == "smtp://mailpit:1025"
+    assert e["HOOKSTREAM_ADMIN_URL"] == "http://admin:8081"
+    assert "HOOKSTREAM_ADMIN_TOKEN" in e
+    # Every HOOKSTREAM_* variable is a real setting (a typo would be silently ignored).
+    fields = {f"HOOKSTREAM_{f.upper()}" for f in Settings.model_fields}
+    assert set(e) - fields == set(), f"{name}: unknown settings {set(e) - fields}"
+    # The port the service listens on is the one its healthcheck and ports use.
+    port_setting = {"admin": "ADMIN_PORT", "ingress": "INGRESS_PORT", "worker": "WORKER_PORT",
+                    "notifier": "NOTIFIER_PORT"}[name]
+    assert int(e.get(f"HOOKSTREAM_{port_setting}",
+                     Settings.model_fields[port_setting.lower()].default)) == port
+    if name in ("admin", "ingress"):  # their HTTP servers must listen beyond loopback
+        assert e[f"HOOKSTREAM_{name.upper()}_HOST"] == "0.0.0.0"
+    test = svc["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{port}/healthz" in test[3]
+
+
+def test_host_ports_are_unique(services: dict[str, Any]) -> None:
+    hosts = [h for svc in services.values() for h in published(svc).values()]
+    assert len(hosts) == len(set(hosts)), hosts
+
+
+def test_no_committed_admin_token_or_secret(services: dict[str, Any]) -> None:
+    secretish = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY", re.I)
+    for name, svc in services.items():
+        for key, value in env(svc).items():
+            if not secretish.search(key):
+                continue
+            m = INTERPOLATION.fullmatch(value)
+            assert m, f"{name}.{key} must come from the environment (${{VAR}}), not the file"
+            if "ADMIN_TOKEN" in key:
+                # Required, no fallback: compose stops with this message when it is unset.
+                assert m["op"] == ":?", f"{name}.{key}: use ${{VAR:?message}}, no default"
+    # No value anywhere looks like a generated token (token_urlsafe(32): 43 mixed characters).
+    for value in _strings(services):
+        for run in re.findall(r"[A-Za-z0-9_\-]{24,}", value):
+            mixed = all(re.search(c, run) for c in ("[a-z]", "[A-Z]", "[0-9]"))
+            assert not mixed, f"secret-looking literal in docker-compose.yml: {run[:6]}..."
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+    else:
+        yield str(node)
+
+
+def test_interpolations_are_well_formed() -> None:
+    text = "\n".join(ln for ln in (REPO / "docker-compose.yml").read_text().splitlines()
+                     if not ln.lstrip().startswith("#"))
+    dollars = [m.start() for m in re.finditer(r"\$(?!\$)", text)]
+    matched = {m.start() for m in INTERPOLATION.finditer(text)}
+    assert dollars and set(dollars) == matched, "every $ must start a ${VAR...} reference"
+
+
+def test_dockerfile() -> None:
+    lines = [ln.strip() for ln in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    assert lines[0] == "FROM python:3.11-slim"
+    assert any(ln.startswith("RUN pip install") for ln in lines)
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), "the service must not run as root"
+    assert [ln for ln in lines if ln.startswith("ENTRYPOINT")] == ['ENTRYPOINT ["hookstream"]']
+
+
+def test_dockerignore_keeps_the_context_small_and_clean() -> None:
+    ignored = {ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")}
+    assert {".git", ".venv", "var"} <= ignored
+    # What `pip install` needs must stay in the context.
+    assert not {"pyproject.toml", "README.md", "schemas", "hookstream"} & ignored
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        code = self.status if self.path == "/healthz" else 404
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        """Quiet: the test asserts on exit codes, not on the access log."""
+
+
+@pytest.fixture
+def health_server() -> Iterator[http.server.HTTPServer]:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_healthcheck_one_liner_runs_on_plain_python(
+        services: dict[str, Any], health_server: http.server.HTTPServer) -> None:
+    """The exact command of the ingress healthcheck, pointed at a local server: exit 0 when
+    /healthz answers 200, non-zero when it answers 503 (slim images have no curl)."""
+    code = services["ingress"]["healthcheck"]["test"][3]
+    port = health_server.server_address[1]
+    code = code.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    run = [sys.executable, "-I", "-c", code]
+    assert subprocess.run(run, capture_output=True, timeout=20).returncode == 0
+    _Health.status = 503
+    try:
+        assert subprocess.run(run, capture_output=True, timeout=20).returncode != 0
+    finally:
+        _Health.status = 200
+
+
+def test_compose_commands_exist_in_the_cli(services: dict[str, Any]) -> None:
+    import typer
+
+    from hookstream.cli import app
+
+    commands = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    for name in HOOKSTREAM:
+        command = services[name]["command"]
+        command = command[0] if isinstance(command, list) else command.split()[0]
+        assert command in commands, f"`hookstream {command}` (service {name}) does not exist"
