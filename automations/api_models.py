@@ -1,0 +1,359 @@
+"""Request and response bodies of the admin API (pydantic); they make its OpenAPI.
+
+Every string is checked to be storable and publishable: no NUL, no lone surrogate (neither
+PostgreSQL nor Avro's UTF-8 can hold them), so odd input is a 422, never a 500.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from automations.snapshot import VARIABLE_TYPES
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_FILTER_DEPTH = 16
+MAX_FILTER_NODES = 500
+
+
+def storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode text (lone surrogate)") from None
+    return value
+
+
+def _email(value: str) -> str:
+    if not EMAIL_RE.match(value):
+        raise ValueError("is not an e-mail address")
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+                 AfterValidator(storable)]
+VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+FieldPath = Annotated[str, StringConstraints(min_length=1, max_length=500),
+                      AfterValidator(storable)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
+                  AfterValidator(storable), AfterValidator(_email)]
+Option = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
+VariableType = Literal["text", "number", "date", "boolean", "email", "choice"]
+assert set(VARIABLE_TYPES) == set(VariableType.__args__)  # type: ignore[attr-defined]
+
+RESERVED_PLACEHOLDERS = frozenset({"survey_link"})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors ---------------------------------------------------------------------------------
+class ProblemOut(BaseModel):
+    field: str = Field(description="Dotted path of the offending input, e.g. mapping.1.variable")
+    reason: str
+    code: str
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="Machine-readable code: unauthorized, not_found, conflict, "
+                       "validation_failed, config_publish_failed")
+    detail: str = Field(description="What went wrong, in a sentence")
+    errors: list[ProblemOut] = Field(default_factory=list)
+
+
+# --- surveys and variables -----------------------------------------------------------------
+class VariableIn(Strict):
+    name: VariableName
+    type: VariableType
+    options: list[Option] = Field(default_factory=list, max_length=500)
+
+    @model_validator(mode="after")
+    def _options_fit_type(self) -> VariableIn:
+        check_options(self.type, self.options)
+        if self.name in RESERVED_PLACEHOLDERS:
+            raise ValueError(f"name {self.name!r} is reserved for the personal survey link")
+        return self
+
+
+def check_options(type_: str, options: list[str]) -> None:
+    if type_ == "choice" and not options:
+        raise ValueError("a choice variable needs at least one option")
+    if type_ != "choice" and options:
+        raise ValueError(f"options only apply to choice variables, not {type_}")
+    if len(set(options)) != len(options):
+        raise ValueError("options must be unique")
+
+
+class VariablePatch(Strict):
+    type: VariableType | None = None
+    options: list[Option] | None = Field(default=None, max_length=500)
+
+
+class VariableOut(BaseModel):
+    name: str
+    type: VariableType
+    options: list[str]
+
+
+class SurveyIn(Strict):
+    name: Name
+    variables: list[VariableIn] = Field(default_factory=list, max_length=200)
+
+    @field_validator("variables")
+    @classmethod
+    def _unique_names(cls, v: list[VariableIn]) -> list[VariableIn]:
+        names = [x.name for x in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variable names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+
+class SurveyPatch(Strict):
+    name: Name | None = None
+
+
+class SurveyOut(BaseModel):
+    id: str
+    name: str
+    variables: list[VariableOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SurveyList(BaseModel):
+    items: list[SurveyOut]
+
+
+# --- messages -----------------------------------------------------------------------------
+class MessageIn(Strict):
+    name: Name
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=500),
+                       AfterValidator(storable)]
+    body: Annotated[str, StringConstraints(min_length=1, max_length=100_000),
+                    AfterValidator(storable)]
+
+
+class MessagePatch(Strict):
+    name: Name | None = None
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=500),
+                       AfterValidator(storable)] | None = None
+    body: Annotated[str, StringConstraints(min_length=1, max_length=100_000),
+                    AfterValidator(storable)] | None = None
+
+
+class MessageOut(BaseModel):
+    id: str
+    name: str
+    subject: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageList(BaseModel):
+    items: list[MessageOut]
+
+
+# --- automations --------------------------------------------------------------------------
+class FieldsIn(Strict):
+    mode: Literal["include", "exclude"] = Field(
+        description="include: take in only these paths; exclude: take in all but these")
+    paths: list[FieldPath] = Field(default_factory=list, max_length=1000)
+
+
+class MappingIn(Strict):
+    field: FieldPath
+    variable: VariableName | None = Field(
+        default=None, description="The survey variable; null: the field is skipped")
+
+
+class ErrorNotificationsIn(Strict):
+    enabled: bool = False
+    recipients: list[Email] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _recipients_when_enabled(self) -> ErrorNotificationsIn:
+        if self.enabled and not self.recipients:
+            raise ValueError("error notifications are enabled but there are no recipients")
+        return self
+
+
+def _check_filter_shape(value: Any, depth: int = 0, count: list[int] | None = None) -> None:
+    """Bounds and storability of the filter JSON; its meaning is checked by the engine."""
+    count = count if count is not None else [0]
+    count[0] += 1
+    if count[0] > MAX_FILTER_NODES:
+        raise ValueError(f"is too large (more than {MAX_FILTER_NODES} values)")
+    if depth > MAX_FILTER_DEPTH:
+        raise ValueError(f"is nested too deeply (more than {MAX_FILTER_DEPTH} levels)")
+    if isinstance(value, str):
+        storable(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("holds a number that is not finite")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            storable(k)
+            _check_filter_shape(v, depth + 1, count)
+    elif isinstance(value, list):
+        for v in value:
+            _check_filter_shape(v, depth + 1, count)
+
+
+def _filters(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        _check_filter_shape(value)
+    return value
+
+
+Filters = Annotated[dict[str, Any] | None, AfterValidator(_filters), Field(
+    description='Nested {"all": [...]}, {"any": [...]}, {"not": ...} of conditions '
+                '{"field", "op", "value"}; null: no filter (every record passes)')]
+
+
+def _unique_mapping(v: list[MappingIn]) -> list[MappingIn]:
+    fields = [m.field for m in v]
+    dupes = sorted({f for f in fields if fields.count(f) > 1})
+    if dupes:
+        raise ValueError(f"each field may be mapped once; repeated: {', '.join(dupes)}")
+    return v
+
+
+Mapping = Annotated[list[MappingIn], Field(max_length=1000), AfterValidator(_unique_mapping)]
+DelayDays = Annotated[int, Field(ge=0, le=3650, description="Days to wait before inviting")]
+
+
+class AutomationIn(Strict):
+    name: Name
+    survey_id: Annotated[str, StringConstraints(max_length=64), AfterValidator(storable)]
+    message_id: Annotated[str, StringConstraints(max_length=64), AfterValidator(storable)]
+    email_field: FieldPath
+    fields: FieldsIn
+    filters: Filters = None
+    mapping: Mapping = Field(default_factory=list)
+    delay_days: DelayDays = 0
+    enabled: bool = True
+    error_notifications: ErrorNotificationsIn = Field(default_factory=ErrorNotificationsIn)
+
+
+class AutomationPatch(Strict):
+    """Only the fields given change; `fields`, `mapping` and `error_notifications` are
+    replaced as a whole. `filters: null` removes the filter."""
+
+    name: Name | None = None
+    survey_id: Annotated[str, StringConstraints(max_length=64),
+                         AfterValidator(storable)] | None = None
+    message_id: Annotated[str, StringConstraints(max_length=64),
+                          AfterValidator(storable)] | None = None
+    email_field: FieldPath | None = None
+    fields: FieldsIn | None = None
+    filters: Filters = None
+    mapping: Mapping | None = None
+    delay_days: DelayDays | None = None
+    enabled: bool | None = None
+    error_notifications: ErrorNotificationsIn | None = None
+
+    @field_validator("name", "survey_id", "message_id", "email_field", "fields", "mapping",
+                     "delay_days", "enabled", "error_notifications", mode="before")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        # Defaults are not validated, so this only sees an explicit null.
+        if v is None:
+            raise ValueError("may not be null; leave it out to keep the current value")
+        return v
+
+
+class DisableIn(Strict):
+    reason: Annotated[str, StringConstraints(max_length=1000),
+                      AfterValidator(storable)] | None = None
+
+
+class FieldsOut(BaseModel):
+    mode: Literal["include", "exclude"]
+    paths: list[str]
+
+
+class MappingOut(BaseModel):
+    field: str
+    variable: str | None
+
+
+class ErrorNotificationsOut(BaseModel):
+    enabled: bool
+    recipients: list[str]
+
+
+class ApiKeyOut(BaseModel):
+    """Key metadata; the key itself is only ever shown once."""
+
+    id: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class AutomationOut(BaseModel):
+    id: str
+    name: str
+    survey_id: str
+    message_id: str
+    email_field: str
+    fields: FieldsOut
+    filters: dict[str, Any] | None
+    mapping: list[MappingOut]
+    delay_days: int
+    enabled: bool
+    disabled_reason: str | None
+    error_notifications: ErrorNotificationsOut
+    api_keys: list[ApiKeyOut]
+    version: int
+    webhook_path: str = Field(description="Where the integrator POSTs (on the ingress)")
+    created_at: datetime
+    updated_at: datetime
+
+
+class AutomationCreated(AutomationOut):
+    api_key: str = Field(description="The integrator's key, shown this once: store it now")
+
+
+class AutomationList(BaseModel):
+    items: list[AutomationOut]
+
+
+class KeyRotated(BaseModel):
+    api_key: str = Field(description="The new key, shown this once")
+    previous_keys_expire_at: datetime | None = Field(
+        description="Until then the previous key keeps working (grace period)")
+    version: int
+
+
+class AutomationErrorOut(BaseModel):
+    error_id: str
+    automation_id: str
+    kind: str
+    detail: str
+    source: str
+    field: str | None
+    event_id: str | None
+    record_index: int | None
+    invitation_id: str | None
+    at: datetime
+
+
+class AutomationErrorList(BaseModel):
+    items: list[AutomationErrorOut]

@@ -1,0 +1,1 @@
+"""The control plane's SQL store: models (one `Base`), engine and migrations."""
