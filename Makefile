@@ -32,6 +32,7 @@ kafka-stop: install
 	$(BIN)/hookstream kafka stop
 
 bench-ingress: install
+	command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the benchmark"; apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python bench/ingress.py
 
 bench-streams: install

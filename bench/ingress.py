@@ -1,0 +1,184 @@
+"""Benchmark of the ingress: wrk (its own process, loopback) against `hookstream ingress`.
+
+(a) single-object webhooks, (b) batches of 100 objects, and the baseline: the same server
+with publishing replaced by an immediate 202 (HOOKSTREAM_INGRESS_BASELINE_NO_PUBLISH=1).
+Uses the broker named by HOOKSTREAM_KAFKA_BOOTSTRAP, else starts a local one on free ports
+(stopped at the end). Prints medians of RUNS runs as one line:
+
+    ingress_rps=… baseline_rps=… ratio=… batch_events_per_s=… p99_ms=…
+
+Knobs (environment): BENCH_RUNS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (50),
+BENCH_SERVER (granian|uvicorn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from automations.snapshot import ApiKeyHash  # noqa: E402
+from hookstream.kafka.launcher import LocalKafka, free_port  # noqa: E402
+from hookstream.kafka.topics import Topics, ensure_topics  # noqa: E402
+from tests.ingress.conftest import make_snapshot, new_key, publish_snapshots, sha  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
+SERVER = os.environ.get("BENCH_SERVER", "granian")
+
+
+def ensure_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return wrk
+    print("wrk (HTTP load generator) is missing; installing the Debian package 'wrk' with "
+          "apt-get ...", file=sys.stderr)
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
+    wrk = shutil.which("wrk")
+    if not wrk:
+        sys.exit("wrk is not installed and could not be installed; run "
+                 "'sudo apt-get install wrk' and try again")
+    return wrk
+
+
+LUA = """
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "{key}"
+"""
+
+
+def run_wrk(wrk: str, url: str, script: Path, seconds: int) -> tuple[float, float]:
+    """(requests per second, p99 latency in ms); non-2xx answers make the run invalid."""
+    out = subprocess.run([wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
+                          "-s", str(script), url], capture_output=True, text=True, check=True)
+    text = out.stdout
+    if "Non-2xx" in text or "Socket errors" in text:
+        raise SystemExit(f"wrk saw errors against {url}:\n{text}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
+    assert m is not None, text
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    return rps, p99
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hookstream.cli", "ingress", "--port", str(self.port),
+             "--server", SERVER], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True)
+        out.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass  # not listening yet
+            time.sleep(0.2)
+        raise SystemExit(f"the ingress did not become ready; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            self.proc.wait(30)
+
+
+def main() -> None:
+    wrk = ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
+    kafka = None
+    bootstrap = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        kafka = LocalKafka(tmp / "kafka", port=free_port(), controller_port=free_port(),
+                           heap="1g", log_level="WARN")
+        kafka.start()
+        bootstrap = kafka.bootstrap
+    servers: list[Server] = []
+    try:
+        topics = Topics(f"bench{int(time.time())}.")
+        key = new_key()
+        snap = make_snapshot(keys=[ApiKeyHash(sha(key))])
+
+        async def prepare() -> None:
+            await ensure_topics(bootstrap, topics, 3)
+            await publish_snapshots(bootstrap, topics, snap)
+
+        asyncio.run(prepare())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSTREAM_")}
+        env.update({"HOOKSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+                    "HOOKSTREAM_TOPIC_PREFIX": topics.prefix,
+                    "HOOKSTREAM_VAR_DIR": str(tmp / "var"),
+                    "HOOKSTREAM_RATE_LIMIT": "10000000", "HOOKSTREAM_RATE_BURST": "10000000",
+                    "HOOKSTREAM_LOG_LEVEL": "WARNING"})
+        real = Server(env, tmp / "ingress.log")
+        baseline = Server({**env, "HOOKSTREAM_INGRESS_BASELINE_NO_PUBLISH": "1"},
+                          tmp / "baseline.log")
+        servers += [real, baseline]
+        for s in servers:
+            s.start()
+        one = orjson.dumps({"email": "ann@example.com", "first_name": "Ann", "age": 42,
+                            "country": "NL", "customer": {"city": "Utrecht", "id": 1234}})
+        batch = orjson.dumps([{"email": f"r{i}@example.com", "first_name": "Ann", "age": i,
+                               "country": "NL", "customer": {"city": "Utrecht"}}
+                              for i in range(100)])
+        single_lua, batch_lua = tmp / "single.lua", tmp / "batch.lua"
+        single_lua.write_text(LUA.format(body=one.decode(), key=key))
+        batch_lua.write_text(LUA.format(body=batch.decode(), key=key))
+        url = f"/v1/hooks/{snap.id}"
+        real_url = f"http://127.0.0.1:{real.port}{url}"
+        base_url = f"http://127.0.0.1:{baseline.port}{url}"
+        run_wrk(wrk, real_url, single_lua, 2)  # warm-up: connections, JIT-free but caches
+        run_wrk(wrk, base_url, single_lua, 2)
+        ing, base, p99s, events = [], [], [], []
+        for i in range(RUNS):
+            b_rps, _ = run_wrk(wrk, base_url, single_lua, SECONDS)
+            r_rps, p99 = run_wrk(wrk, real_url, single_lua, SECONDS)
+            batch_rps, _ = run_wrk(wrk, real_url, batch_lua, SECONDS)
+            base.append(b_rps)
+            ing.append(r_rps)
+            p99s.append(p99)
+            events.append(batch_rps * 100)
+            print(f"run {i + 1}: ingress_rps={r_rps:.0f} baseline_rps={b_rps:.0f} "
+                  f"batch_events_per_s={batch_rps * 100:.0f} p99_ms={p99:.1f}", file=sys.stderr)
+        ingress_rps = statistics.median(ing)
+        baseline_rps = statistics.median(base)
+        print(f"ingress_rps={ingress_rps:.0f} baseline_rps={baseline_rps:.0f} "
+              f"ratio={ingress_rps / baseline_rps:.2f} "
+              f"batch_events_per_s={statistics.median(events):.0f} "
+              f"p99_ms={statistics.median(p99s):.1f}")
+    finally:
+        for s in servers:
+            s.stop()
+        if kafka is not None:
+            kafka.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

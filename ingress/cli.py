@@ -1,0 +1,46 @@
+"""`hookstream ingress`: serve the webhook ingress (default 127.0.0.1:8080)."""
+
+from __future__ import annotations
+
+import enum
+
+import typer
+
+
+class Server(enum.StrEnum):
+    granian = "granian"
+    uvicorn = "uvicorn"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ingress")
+    def ingress(
+        host: str | None = typer.Option(None, help="Address (default HOOKSTREAM_INGRESS_HOST)"),
+        port: int | None = typer.Option(None, help="Port (default HOOKSTREAM_INGRESS_PORT)"),
+        server: Server = typer.Option(Server.granian, help="HTTP server: granian (faster "
+                                      "here, see bench/ingress.py) or uvicorn"),
+    ) -> None:
+        """Serve POST /v1/hooks/{id}: authenticate, bound, publish to Kafka, answer 202.
+
+        Stops gracefully on SIGINT/SIGTERM: open requests finish and the producer is flushed.
+        """
+        from hookstream.settings import get_settings
+
+        s = get_settings()
+        serve(host or s.ingress_host, port or s.ingress_port, server)
+
+
+def serve(host: str, port: int, server: Server = Server.granian) -> None:
+    if server is Server.granian:
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+
+        Granian("ingress.asgi:app_from_env", factory=True, address=host, port=port,
+                interface=Interfaces.ASGI, workers=1, loop=Loops.uvloop, log_access=False,
+                workers_kill_timeout=15).serve()
+    else:
+        import uvicorn
+
+        uvicorn.run("ingress.asgi:app_from_env", factory=True, host=host, port=port,
+                    loop="uvloop", http="httptools", access_log=False, log_level="warning",
+                    timeout_graceful_shutdown=10)

@@ -1,0 +1,47 @@
+"""The ingress's error answers: a machine code, its HTTP status and a default sentence.
+
+Every error body is `{"error": CODE, "detail": SENTENCE}`; the sentence is for a person and
+never repeats the API key or respondent data.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+# code -> (status, default detail)
+ERRORS: dict[str, tuple[int, str]] = {
+    "bad_json": (400, "The body is not valid JSON."),
+    "not_object": (400, "The body must be a JSON object, an array of objects, or NDJSON "
+                   "with one object per line."),
+    "empty_body": (400, "The body is empty; send one JSON object, an array of objects, or "
+                   "NDJSON."),
+    "invalid_idempotency_key": (400, "The Idempotency-Key header must be 1 to 255 printable "
+                                "ASCII characters."),
+    "missing_api_key": (401, "No API key: send it in the X-API-Key header or as "
+                        "'Authorization: Bearer KEY'."),
+    "invalid_api_key": (401, "The API key is not valid for this automation (wrong, rotated "
+                        "out, or belonging to another automation)."),
+    "unknown_automation": (404, "There is no automation with this id."),
+    "not_found": (404, "There is nothing at this address."),
+    "method_not_allowed": (405, "This method is not allowed here."),
+    "automation_disabled": (409, "This automation is disabled; enable it in the control "
+                            "plane to send it data."),
+    "body_too_large": (413, "The body is larger than the limit."),
+    "unsupported_media_type": (415, "Send Content-Type application/json or "
+                               "application/x-ndjson."),
+    "rate_limited": (429, "Too many requests for this automation; retry after the number of "
+                     "seconds in Retry-After."),
+    "kafka_unavailable": (503, "The event could not be stored right now (Kafka is "
+                          "unavailable); nothing was accepted, retry after Retry-After "
+                          "seconds."),
+    "not_ready": (503, "The ingress is starting and has not loaded its configuration yet; "
+                  "retry after Retry-After seconds."),
+}
+
+
+def error_body(code: str, detail: str | None = None) -> bytes:
+    return orjson.dumps({"error": code, "detail": detail or ERRORS[code][1]})
+
+
+def status_of(code: str) -> int:
+    return ERRORS[code][0]

@@ -1,0 +1,233 @@
+"""Putting a webhook body on `webhooks.raw` and knowing Kafka has it.
+
+`KafkaPublisher.publish` returns only after the broker acknowledged the record (acks=all,
+idempotent producer) and raises `PublishUnavailable` within `timeout` seconds otherwise, so
+the ingress answers 202 only for bodies that are on Kafka. Once a publish has failed, further
+requests are refused at once (a circuit breaker) except one probe per `probe_interval`, so an
+outage costs clients a fast 503 instead of a wait each; the first successful probe closes it.
+
+A record that timed out may still reach Kafka later: the idempotent producer never drops a
+batch it holds. That is at-least-once for a 503'd body; a retry with the same Idempotency-Key
+is published under the same event id, so the streams make the same invitations of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class PublishUnavailable(Exception):
+    """The record is not known to be on Kafka; answer 503 with Retry-After."""
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Publisher(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    @property
+    def ready(self) -> bool: ...
+    async def _connect_quietly(self) -> None:
+        await self._connect()  # logs its own failure; the next probe tries again
+
+    async def probe(self) -> bool: ...
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None: ...
+
+
+class KafkaPublisher:
+    def __init__(self, bootstrap: str, *, timeout: float = 4.0, linger_ms: int = 0,
+                 compression: str | None = None, probe_interval: float = 0.5,
+                 rebuild_after: float | None = None,
+                 max_batch_size: int = 1024 * 1024, max_request_size: int = 8 * 1024 * 1024
+                 ) -> None:
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self.linger_ms = linger_ms
+        self.compression = compression
+        self.probe_interval = probe_interval
+        self.rebuild_after = 2 * timeout if rebuild_after is None else rebuild_after
+        self.max_batch_size = max_batch_size
+        self.max_request_size = max_request_size
+        self._producer: AIOKafkaProducer | None = None
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+        self._restart_lock = asyncio.Lock()
+        self._restart_task: asyncio.Task[None] | None = None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        # linger 0: aiokafka keeps one produce request in flight per broker, so records
+        # arriving meanwhile batch by themselves; a linger only added latency (bench/ingress.py).
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            linger_ms=self.linger_ms, compression_type=self.compression,
+            max_batch_size=self.max_batch_size, max_request_size=self.max_request_size,
+            request_timeout_ms=max(1000, int(self.timeout * 1000)), retry_backoff_ms=100,
+            client_id="hookstream-ingress")
+
+    async def start(self) -> None:
+        """Connect; when Kafka is not there yet, stay down and let probes connect later."""
+        if not await self._connect():
+            self._mark_down("could not connect at start")
+
+    async def _connect(self) -> bool:
+        async with self._restart_lock:
+            if self._producer is not None:
+                return True
+            fresh = self._new_producer()
+            try:
+                await asyncio.wait_for(fresh.start(), self.timeout)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.error("the Kafka producer could not connect to %s: %s", self.bootstrap, exc)
+                await fresh.stop()
+                return False
+            self._producer = fresh
+            return True
+
+    async def _connect_quietly(self) -> None:
+        await self._connect()  # logs its own failure; the next probe tries again
+
+    async def probe(self) -> bool:
+        """For /readyz: connect if needed; when down, check that the cluster answers again."""
+        if self._producer is None and not await self._connect():
+            return False
+        producer = self._producer
+        if producer is not None and self._down_since is not None:
+            try:
+                ok = await asyncio.wait_for(producer.client.force_metadata_update(), 1.0)
+            except (KafkaError, TimeoutError, OSError):
+                return False
+            if ok:
+                self._down_since = None  # requests try again; a failure opens the breaker anew
+        return self.ready
+
+    async def stop(self) -> None:
+        """Flush what is held (bounded by the send timeout), then close."""
+        if self._restart_task is not None and not self._restart_task.done():
+            self._restart_task.cancel()
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.flush(), self.timeout)
+        except TimeoutError:
+            log.error("could not flush the producer within %.1fs; records not yet acknowledged "
+                      "were answered 503, never 202", self.timeout)
+        finally:
+            await producer.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self._producer is not None and self._down_since is None
+
+    @property
+    def down_for(self) -> float:
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        if self._down_since is not None:
+            now = time.monotonic()
+            if now < self._next_probe:
+                raise PublishUnavailable("Kafka did not acknowledge recent writes")
+            self._next_probe = now + self.probe_interval
+        producer = self._producer
+        if producer is None:
+            # Connect in the background: a slow broker must not stretch this answer past 5 s.
+            self._mark_down("the producer is not connected")
+            if self._restart_task is None or self._restart_task.done():
+                self._restart_task = asyncio.create_task(self._connect_quietly())
+            raise PublishUnavailable("the producer is not connected")
+        try:
+            async with asyncio.timeout(self.timeout):
+                fut = await producer.send(topic, value, key=key, headers=headers)
+                await fut
+        except TimeoutError:
+            self._mark_down("no acknowledgement within the send timeout")
+            self._restart_if_dead()
+            raise PublishUnavailable("Kafka did not acknowledge in time") from None
+        except KafkaError as exc:
+            self._mark_down(f"{type(exc).__name__}: {exc}")
+            self._restart_if_dead()
+            raise PublishUnavailable(type(exc).__name__) from exc
+        if self._down_since is not None:
+            log.warning("Kafka acknowledges again after %.1fs", self.down_for)
+            self._down_since = None
+
+    def _mark_down(self, why: str) -> None:
+        if self._down_since is None:
+            log.error("publishing to Kafka failed (%s); answering 503 until a probe succeeds", why)
+            self._down_since = time.monotonic()
+            self._next_probe = self._down_since + self.probe_interval
+
+    def _restart_if_dead(self) -> None:
+        """Replace the producer when it cannot recover by itself.
+
+        Two cases: a fatal error (e.g. a sequence gap) ended aiokafka's sender; or the breaker
+        has been open longer than `rebuild_after` and probes still time out (seen here after
+        a broker restart: the old producer kept retrying without delivering). Every record
+        the old producer still holds was answered 503, so dropping it breaks no promise.
+        Done in the background, so the request that noticed still gets its 503 in time.
+        """
+        producer = self._producer
+        if producer is None or (self._restart_task and not self._restart_task.done()):
+            return
+        task = producer._sender.sender_task
+        dead = task is None or task.done()
+        if dead or self.down_for >= self.rebuild_after:
+            why = "its sender stopped" if dead else f"no acknowledgement for {self.down_for:.1f}s"
+            self._restart_task = asyncio.create_task(self._replace(producer, why))
+
+    async def _replace(self, producer: AIOKafkaProducer, why: str) -> None:
+        async with self._restart_lock:
+            if self._producer is not producer:
+                return  # already replaced
+            log.error("replacing the Kafka producer (%s)", why)
+            self._producer = None
+        await self._discard(producer)
+        if await self._connect() and self._down_since is not None:
+            self._down_since = time.monotonic()  # give the new producer a fresh rebuild period
+
+    async def _discard(self, producer: AIOKafkaProducer) -> None:
+        """Close without flushing: what it holds was answered 503 (aiokafka's own stop()
+        would wait for those records)."""
+        producer._closed = True
+        try:
+            await asyncio.wait_for(producer._sender.close(), 2.0)
+        except (TimeoutError, KafkaError) as exc:
+            log.error("the old producer's sender did not stop cleanly: %r", exc)
+        try:
+            await asyncio.wait_for(producer.client.close(), 2.0)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.error("the old producer's connections did not close cleanly: %r", exc)
+
+
+class NullPublisher:
+    """Answers at once without publishing: only for the benchmark's baseline."""
+
+    ready = True
+
+    async def start(self) -> None:
+        log.warning("publishing is DISABLED (benchmark baseline): nothing reaches Kafka")
+
+    async def stop(self) -> None:
+        return None
+
+    async def _connect_quietly(self) -> None:
+        await self._connect()  # logs its own failure; the next probe tries again
+
+    async def probe(self) -> bool:
+        return True
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        return None
