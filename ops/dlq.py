@@ -1,0 +1,119 @@
+"""`hookstream dlq replay`: dead-letter records back onto `webhooks.raw`, once their cause is fixed.
+
+Reads `webhooks.dlq` from its beginning to its end as it is when the replay starts (records
+that fail again during the replay are not replayed a second time in the same run). Each
+selected record is re-published with the original raw headers; when the record was one of
+several in its webhook (`dlq-record-index`), `record-index` tells the streams to treat the
+body as that single record at its original index. The invitation id derives from
+(automation, request id, index), so replaying twice invites nobody twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from ops.reading import open_reader, read_records
+
+log = logging.getLogger(__name__)
+
+# The raw headers the ingress wrote; everything else on a DLQ record (dlq-*) stays behind.
+RAW_HEADERS = ("content-type", "received-at", "request-id", "idempotency-key")
+IN_FLIGHT = 500  # sends awaited in batches of this many, so memory stays bounded
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    automation: str | None = None
+    reasons: frozenset[str] = frozenset()  # empty: every reason
+    since_ms: int | None = None  # on dlq-at (when the record failed), inclusive
+    until_ms: int | None = None  # exclusive
+
+    def matches(self, key: bytes | None, headers: dict[str, bytes], timestamp_ms: int) -> bool:
+        if self.automation is not None and key != self.automation.encode():
+            return False
+        if self.reasons and _text(headers.get("dlq-reason")) not in self.reasons:
+            return False
+        at = _int(headers.get("dlq-at"))
+        at = timestamp_ms if at is None else at  # the record's own time if dlq-at is missing
+        if self.since_ms is not None and at < self.since_ms:
+            return False
+        return self.until_ms is None or at < self.until_ms
+
+
+@dataclass
+class ReplayResult:
+    scanned: int = 0
+    replayed: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_automation: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scanned": self.scanned, "replayed": self.replayed,
+                "by_reason": dict(self.by_reason), "by_automation": dict(self.by_automation)}
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def _int(value: bytes | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def raw_headers(dlq_headers: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """The headers a replayed record carries on `webhooks.raw` (shared contract)."""
+    out = [(name, dlq_headers[name]) for name in RAW_HEADERS if name in dlq_headers]
+    index = _int(dlq_headers.get("dlq-record-index"))
+    if index is not None:
+        out.append(("record-index", str(index).encode()))
+    return out
+
+
+async def replay(bootstrap: str, dlq_topic: str, raw_topic: str, selection: ReplayFilter,
+                 dry_run: bool = False,
+                 on_record: Callable[[Any, list[tuple[str, bytes]]], None] | None = None
+                 ) -> ReplayResult:
+    """Re-publish the matching DLQ records to `raw_topic`; with `dry_run`, only count them."""
+    result = ReplayResult()
+    producer = None
+    if not dry_run:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                    enable_idempotence=True, request_timeout_ms=30_000)
+        await producer.start()
+    consumer, tps = await open_reader(bootstrap, dlq_topic, "beginning")
+    pending: list[asyncio.Future[Any]] = []
+    try:
+        async for record in read_records(consumer, tps, follow=False):
+            result.scanned += 1
+            headers = {k: v for k, v in record.headers or () if v is not None}
+            if not selection.matches(record.key, headers, record.timestamp):
+                continue
+            out_headers = raw_headers(headers)
+            if on_record is not None:
+                on_record(record, out_headers)
+            if producer is not None:
+                pending.append(await producer.send(raw_topic, value=record.value, key=record.key,
+                                                   headers=out_headers))
+                if len(pending) >= IN_FLIGHT:
+                    await asyncio.gather(*pending)  # raises if Kafka refused any: no silent loss
+                    pending.clear()
+            result.replayed += 1
+            result.by_reason[_text(headers.get("dlq-reason")) or "unknown"] += 1
+            result.by_automation[_text(record.key) or ""] += 1
+        if pending:
+            await asyncio.gather(*pending)
+    finally:
+        await consumer.stop()
+        if producer is not None:
+            await producer.stop()  # flushes what is still buffered
+    return result
