@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     ingress_port: int = 8080
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
+    metrics_host: str = "127.0.0.1"  # where worker and notifier serve /metrics and /healthz
     worker_port: int = 8082  # the streams worker's /metrics and health
     notifier_port: int = 8083  # the notifier's /metrics and health
     var_dir: Path = VAR_DIR

@@ -264,3 +264,18 @@ def test_compose_commands_exist_in_the_cli(services: dict[str, Any]) -> None:
         command = services[name]["command"]
         command = command[0] if isinstance(command, list) else command.split()[0]
         assert command in commands, f"`hookstream {command}` (service {name}) does not exist"
+
+
+def test_prometheus_and_grafana_are_provisioned(services: dict[str, Any]) -> None:
+    prom, graf = services["prometheus"], services["grafana"]
+    assert prom["image"].startswith("prom/prometheus:")
+    assert graf["image"].startswith("grafana/grafana:")
+    mounts = [v.split(":")[0] for v in prom["volumes"]] + [v.split(":")[0] for v in graf["volumes"]]
+    for path in mounts:
+        if path.startswith("./"):
+            assert (REPO / path).exists(), f"mounted {path} does not exist"
+    assert "./deploy/grafana/dashboards" in mounts
+    assert "./deploy/prometheus/prometheus.yml" in mounts
+    # Worker and notifier must listen beyond loopback for Prometheus to scrape them.
+    for name in ("worker", "notifier"):
+        assert services[name]["environment"].get("HOOKSTREAM_METRICS_HOST") == "0.0.0.0", name
