@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, Security
@@ -203,7 +204,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_metrics(app)
     app.include_router(_probes(cp))
     app.include_router(_v1(cp))
+    app.include_router(_survey_page(settings))
     return app
+
+
+def _survey_page(settings: Settings) -> APIRouter:
+    """The public page behind each personal survey link (no admin token: respondents open it).
+
+    It lives in the notifier, which owns invitations; the admin app serves it because the
+    link's base URL (`HOOKSTREAM_SURVEY_BASE_URL`) points here."""
+    from notifier.survey_page import router_for
+
+    return router_for(settings.database_url, prefix=urlsplit(settings.survey_base_url).path
+                      or "/s")
 
 
 def _install_handlers(app: FastAPI) -> None:

@@ -114,7 +114,7 @@ def run_stack(s: Settings, *, block: bool = True) -> Stack:
                                      controller_port=s.kafka_controller_port)
             typer.echo("starting Apache Kafka …")
             stack.kafka.start()
-        sink = stack.spawn("smtp-sink", "smtp-sink")
+        sink = stack.spawn("smtp-sink", "smtp-sink", "--dir", str(s.var_dir / "mail"))
         admin = stack.spawn("admin", "admin")
         stack.wait_http(admin, f"http://{s.admin_host}:{s.admin_port}/readyz")
         automation_id, key = _demo_automation(s)

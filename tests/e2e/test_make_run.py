@@ -1,0 +1,108 @@
+"""`make run` as a newcomer uses it: `hookstream up`, then the printed curl line, gives a mail.
+
+The stack runs as real processes (admin API, ingress, worker, notifier, SMTP sink) against the
+session's real broker; Ctrl-C (SIGINT) must stop every child it started.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from hookstream.kafka.launcher import free_port, pid_alive
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
+                                        tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("ingress", "admin", "worker", "notifier", "smtp")}
+    env = {
+        **os.environ,
+        "HOOKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "HOOKSTREAM_TOPIC_PREFIX": topic_prefix,
+        "HOOKSTREAM_INGRESS_PORT": str(ports["ingress"]),
+        "HOOKSTREAM_ADMIN_PORT": str(ports["admin"]),
+        "HOOKSTREAM_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
+        "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{ports['admin']}/s",
+        "HOOKSTREAM_WORKER_PORT": str(ports["worker"]),
+        "HOOKSTREAM_NOTIFIER_PORT": str(ports["notifier"]),
+        "HOOKSTREAM_SMTP_URL": f"smtp://127.0.0.1:{ports['smtp']}",
+        "HOOKSTREAM_ADMIN_TOKEN": "e2e-admin-token",
+    }
+    up = subprocess.Popen([sys.executable, "-m", "hookstream.cli", "up"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),
+                              daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 180
+        while not any(line.startswith("curl ") for line in lines):
+            assert up.poll() is None, "hookstream up exited:\n" + "".join(lines)
+            assert time.monotonic() < deadline, "no curl line printed:\n" + "".join(lines)
+            time.sleep(0.2)
+        children = _children(up.pid)
+        assert len(children) >= 5, children  # sink, admin, ingress, worker, notifier
+        curl = next(line for line in lines if line.startswith("curl "))
+        assert "hookstream is running." in "".join(lines)
+
+        sent = time.monotonic()
+        res = subprocess.run([*shlex.split(curl), "-w", "\n%{http_code}"], capture_output=True,
+                             text=True, timeout=30)
+        body, status = res.stdout.rsplit("\n", 1)
+        assert status == "202", res.stdout + res.stderr
+        assert orjson.loads(body)["accepted"] == 1
+
+        mail_dir = tmp_path / "var" / "mail"
+        while not list(mail_dir.glob("*.eml")):
+            assert time.monotonic() - sent < 30, "no .eml within 30 s:\n" + "".join(lines)
+            time.sleep(0.2)
+        took = time.monotonic() - sent
+        eml = next(mail_dir.glob("*.eml"))
+        msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        assert msg["To"] == "ada@example.com"
+        text = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        assert "Ada" in text
+        link = re.search(rf"http://127\.0\.0\.1:{ports['admin']}/s/[A-Za-z0-9_-]+", text)
+        assert link, text
+        page = httpx.get(link.group(0), timeout=10)
+        assert page.status_code == 200 and "ada@example.com" in page.text
+        print(f"webhook to .eml in {took:.2f}s")
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            up.wait(90)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            for pid in children:
+                if pid_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            raise
+    assert up.returncode == 0, "".join(lines)
+    assert "stopped." in "".join(lines)
+    assert not [pid for pid in children if pid_alive(pid)], "children left running"
