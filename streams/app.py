@@ -1,0 +1,148 @@
+"""The streams worker: a Faust app that runs the raw processor and the scheduler.
+
+Faust provides the worker process, its lifecycle (start, signals, clean stop), logging and
+the web server (`/metrics`, `/healthz` on `HOOKSTREAM_WORKER_PORT`). The processing itself
+runs in two transactional aiokafka loops started as a Faust service (`StreamsRuntime`):
+- `webhooks.raw` -> `invitations.due` / `invitations.scheduled` / `webhooks.dlq` /
+  `automations.errors` (streams/agents.py), consumer group `<prefix>hookstream-streams.raw`;
+- `invitations.scheduled` -> `invitations.due` when due (streams/scheduler.py), consumer
+  group `<prefix>hookstream-streams.scheduler`.
+The Faust app id (and its own consumer group, which only holds Faust's leader topic) is
+`<prefix>hookstream-streams`.
+
+Why not Faust agents with `processing_guarantee="exactly_once"`: with the kill scenario of
+tests/streams/test_exactly_once.py they left about 1,000 duplicates in 5,000 records
+(bench/faust_eos.py); the aiokafka transactional loop (streams/txloop.py) leaves none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import faust
+import mode
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from automations.config_cache import ConfigCache
+from hookstream.kafka.topics import Topics, ensure_topics
+from hookstream.settings import Settings, get_settings
+from streams.agents import RawProcessor
+from streams.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+_METRICS_TYPE = CONTENT_TYPE_LATEST.split(";")[0]  # text/plain; version 0.0.4 is the default
+
+
+def app_id(prefix: str) -> str:
+    return f"{prefix}hookstream-streams"
+
+
+def group_ids(prefix: str) -> dict[str, str]:
+    """The consumer groups of the worker (for lag monitoring)."""
+    return {"faust": app_id(prefix), "raw": f"{app_id(prefix)}.raw",
+            "scheduler": f"{app_id(prefix)}.scheduler"}
+
+
+def instance_id(settings: Settings) -> str:
+    """Stable per worker across restarts, unique per host+port: Faust's static membership."""
+    return f"{socket.gethostname()}-{settings.worker_port}"
+
+
+class StreamsRuntime(mode.Service):
+    """Config cache, raw processor and scheduler, started and stopped with the Faust app."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        groups = group_ids(settings.topic_prefix)
+        self.config = ConfigCache(settings.kafka_bootstrap, self.topics.config)
+        self.processor = RawProcessor(settings.kafka_bootstrap, self.topics, groups["raw"],
+                                      self.config, settings.day_seconds)
+        state_dir = Path(settings.var_dir) / "scheduler" / settings.topic_prefix.rstrip(".")
+        self.scheduler = Scheduler(settings.kafka_bootstrap, self.topics, groups["scheduler"],
+                                   state_dir)
+        self.started_ok = False
+
+    async def on_start(self) -> None:
+        # In the background, so Faust's own start-up (web server, its group) runs meanwhile:
+        # a restarted worker is back within a couple of seconds. /healthz says when ready.
+        self.add_future(self._start_parts())
+
+    async def _start_parts(self) -> None:
+        s = self.settings
+        try:
+            await ensure_topics(s.kafka_bootstrap, self.topics, s.topic_partitions)
+            await self.config.start(wait_ready=60.0)
+            await asyncio.gather(self.scheduler.start(), self.processor.start())
+        except Exception as exc:
+            log.exception("the streams runtime could not start")
+            await self.crash(exc)  # stops the worker: a supervisor restarts it
+            return
+        self.started_ok = True
+        log.info("streams runtime started (raw processor and scheduler)")
+
+    async def on_stop(self) -> None:
+        self.started_ok = False
+        await self.processor.stop()
+        await self.scheduler.stop()
+        await self.config.stop()
+
+    def health(self) -> tuple[bool, str]:
+        if not self.started_ok:
+            return False, "starting"
+        for name, part in (("processor", self.processor), ("scheduler", self.scheduler)):
+            exc = part.failed()
+            if exc is not None:
+                return False, f"{name} failed: {type(exc).__name__}"
+        if not self.config.ready.is_set():
+            return False, "configuration not loaded"
+        if not (self.processor.loop.assigned.is_set() and self.scheduler.loop.assigned.is_set()):
+            return False, "waiting for partitions"
+        return True, "ok"
+
+
+def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> faust.App:
+    s = settings or get_settings()
+    (Path(s.var_dir) / "faust").mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id(s.topic_prefix), broker=f"kafka://{s.kafka_bootstrap}", store="memory://",
+        datadir=str(Path(s.var_dir) / "faust"), web_enabled=True, web_port=s.worker_port,
+        web_bind=host, web_host=host, topic_partitions=s.topic_partitions, producer_acks=-1,
+        # Faust's group holds only its leader topic, and the runtime starts after Faust joined
+        # it: static membership lets a restarted worker take its place at once.
+        consumer_group_instance_id=f"{instance_id(s)}-faust",
+        broker_session_timeout=10.0, broker_heartbeat_interval=1.0)
+    runtime = StreamsRuntime(s)
+    app.hookstream_runtime = runtime  # type: ignore[attr-defined]  # run_worker starts it
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp wants the charset apart from the media type.
+        return web.text(generate_latest().decode(), content_type=_METRICS_TYPE)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        ok, why = runtime.health()
+        return web.json({"status": "ok" if ok else "unavailable", "detail": why},
+                        status=200 if ok else 503)
+
+    return app
+
+
+def run_worker(loglevel: str = "info", host: str = "127.0.0.1") -> None:
+    """Run the worker in this process until a signal stops it."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        log.info("uvloop not installed: running on the default asyncio loop")
+    app = create_app(host=host)
+    # A service given to the worker starts before the app, not after Faust's rebalance.
+    worker = faust.Worker(app, app.hookstream_runtime, loglevel=loglevel)
+    worker.execute_from_commandline()

@@ -1,0 +1,221 @@
+"""One raw webhook record in, the records it produces out: invitations, DLQ records, errors.
+
+Pure apart from the clock: the Kafka loops (streams/agents.py, and bench/streams.py's
+baseline) feed it consumed records and send what it returns inside their transaction.
+The engine (`automations.process`) does the per-record work; this module maps its verdicts
+onto the topics and headers of the shared contract.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from automations.process import (
+    Accepted,
+    BodyError,
+    FilteredOut,
+    Rejected,
+    compile_automation,
+    invitation_id,
+    parse_body,
+)
+from automations.snapshot import AutomationSnapshot
+from hookstream.kafka.topics import Topics
+from schemas import codec
+from streams import metrics
+from streams.fast_avro import encode_invitation
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+ConfigLookup = Callable[[str], AutomationSnapshot | None]
+_SIMPLE = frozenset({str, int, float, bool, type(None)})
+_ERROR_NS = uuid.UUID("5b0f4c1e-8f7a-4d0e-9a51-3c2d6b7e9f10")
+_DLQ_HEADERS = ("dlq-reason", "dlq-detail", "dlq-record-index", "dlq-source", "dlq-at")
+# Label lookups cost microseconds a record: resolve the fixed ones once.
+_ACCEPTED = metrics.RECORDS.labels("accepted")
+_FILTERED = metrics.RECORDS.labels("filtered")
+_DUE = metrics.INVITATIONS.labels("due")
+_SCHEDULED = metrics.INVITATIONS.labels("scheduled")
+
+
+@functools.lru_cache(maxsize=4096)
+def _filtered(automation_id: str) -> Any:
+    return metrics.FILTERED.labels(automation_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes
+    value: bytes | None  # None: a tombstone (the scheduler's changelog)
+    headers: list[tuple[str, bytes]]
+    partition: int | None = None  # None: by key
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """What the transform needs of a consumed `webhooks.raw` record."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+def header(headers: Headers, name: str) -> bytes | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+def plain(value: Any) -> Any:
+    """A value the InvitationRequested variables map (null|boolean|long|double|string) takes."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
+
+
+class Transformer:
+    def __init__(self, topics: Topics, config: ConfigLookup, day_seconds: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.topics = topics
+        self.config = config
+        self.day_ms = day_seconds * 1000.0
+        self.clock = clock
+
+    def transform(self, rec: RawRecord) -> list[Output]:
+        headers = list(rec.headers)
+        automation_id = rec.key.decode("utf-8", "replace") if rec.key else ""
+        body = rec.value or b""
+        event_id = _text(header(headers, "request-id")) or \
+            f"{self.topics.raw}/{rec.partition}/{rec.offset}"
+        received_at = _int(header(headers, "received-at")) or rec.timestamp_ms
+        fixed_index = _int(header(headers, "record-index"))
+
+        snapshot = self.config(automation_id)
+        if snapshot is None:
+            return self._fail(automation_id, body, headers, event_id, None, "unknown_automation",
+                              "No automation with this id is configured; the webhook was not "
+                              "processed.", None)
+        if not snapshot.enabled:
+            return self._fail(automation_id, body, headers, event_id, None, "automation_disabled",
+                              "The automation is disabled; enable it and replay the record from "
+                              "the dead-letter topic.", None)
+
+        content_type = (_text(header(headers, "content-type")) or "application/json")
+        try:
+            # Non-objects in a batch are rejected one by one below, not the whole body.
+            parsed = parse_body(body, content_type, require_objects=False)
+        except BodyError as exc:
+            return self._fail(automation_id, body, headers, event_id, None, exc.code,
+                              exc.detail, None)
+
+        compiled = compile_automation(snapshot)
+        single = len(parsed) == 1 and fixed_index is None and (
+            body[:1] == b"{" or body.lstrip()[:1] == b"{")
+        out: list[Output] = []
+        for i, record in enumerate(parsed):
+            index = fixed_index + i if fixed_index is not None else i
+            record_bytes = body if (single or fixed_index is not None) else None
+            if not isinstance(record, Mapping):
+                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                                  event_id, index, "not_object",
+                                  f"Record {index} is not a JSON object.", None)
+                continue
+            try:
+                verdict = compiled.process(record)
+            except Exception as exc:  # noqa: BLE001 - an engine bug must not stop the stream
+                log.exception("engine failed on %s record %d of event %s", automation_id, index,
+                              event_id)
+                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                                  event_id, index, "internal_error",
+                                  f"The record could not be processed ({type(exc).__name__}).",
+                                  None)
+                continue
+            if isinstance(verdict, Accepted):
+                out.append(self._invitation(snapshot, event_id, index, verdict, received_at))
+                _ACCEPTED.inc()
+            elif isinstance(verdict, FilteredOut):
+                _filtered(automation_id).inc()
+                _FILTERED.inc()
+            elif isinstance(verdict, Rejected):
+                first = verdict.errors[0]
+                detail = " ".join(e.detail for e in verdict.errors)
+                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                                  event_id, index, first.kind, detail, first.field)
+            else:  # pragma: no cover - the engine's contract has exactly three verdicts
+                raise TypeError(f"unexpected verdict {verdict!r}")
+        return out
+
+    def _invitation(self, snap: AutomationSnapshot, event_id: str, index: int,
+                    verdict: Accepted, received_at: int) -> Output:
+        inv_id = invitation_id(snap.id, event_id, index)
+        delay = snap.delay_days
+        due_at = received_at + int(delay * self.day_ms)
+        value = encode_invitation({
+            "invitation_id": inv_id, "automation_id": snap.id,
+            "automation_version": snap.version, "survey_id": snap.survey_id,
+            "event_id": event_id, "record_index": index, "email": verdict.email,
+            "variables": {k: v if type(v) in _SIMPLE else plain(v)
+                          for k, v in verdict.variables.items()},
+            "received_at": received_at, "due_at": due_at, "delay_days": delay,
+        })
+        if delay > 0:
+            _SCHEDULED.inc()
+            return Output(self.topics.scheduled, inv_id.encode(), value,
+                          [("due-at", str(due_at).encode())])
+        _DUE.inc()
+        return Output(self.topics.due, inv_id.encode(), value, [])
+
+    def _fail(self, automation_id: str, value: bytes, headers: Headers, event_id: str,
+              index: int | None, reason: str, detail: str, field: str | None) -> list[Output]:
+        """The failing record to the DLQ and an AutomationError (no respondent values)."""
+        metrics.RECORDS.labels("failed").inc()
+        metrics.DLQ.labels(reason).inc()
+        now_ms = int(self.clock() * 1000)
+        dlq_headers = [(k, v) for k, v in headers if k not in _DLQ_HEADERS]
+        dlq_headers += [("dlq-reason", reason.encode()), ("dlq-detail", detail.encode()),
+                        ("dlq-source", b"streams"), ("dlq-at", str(now_ms).encode())]
+        if index is not None:
+            dlq_headers.append(("dlq-record-index", str(index).encode()))
+        error_id = uuid.uuid5(_ERROR_NS, f"{automation_id}\x00{event_id}\x00{index}\x00{reason}")
+        error = codec.encode("AutomationError", {
+            "error_id": str(error_id), "automation_id": automation_id, "kind": reason,
+            "detail": detail, "source": "streams", "field": field, "event_id": event_id,
+            "record_index": index, "invitation_id": None, "at": now_ms,
+        })
+        key = automation_id.encode()
+        return [Output(self.topics.dlq, key, value, dlq_headers),
+                Output(self.topics.errors, key, error, [])]
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode("utf-8", "replace") if raw else None
+
+
+def _int(raw: bytes | None) -> int | None:
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        log.warning("ignoring a non-integer header value %r", raw[:32])
+        return None

@@ -1,0 +1,75 @@
+"""The transform on its own: verdicts mapped onto topics, keys and headers (no broker)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+
+from automations.process import invitation_id
+from hookstream.kafka.topics import Topics
+from schemas import codec
+from streams.transform import RawRecord, Transformer
+from tests.streams.conftest import make_snapshot, raw_headers
+
+TOPICS = Topics("u.")
+
+
+def transformer(**snapshots) -> Transformer:
+    return Transformer(TOPICS, snapshots.get, day_seconds=10.0, clock=lambda: 1000.0)
+
+
+def raw(body: object, event: str = "ev", automation: str = "a1", **kw) -> RawRecord:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return RawRecord(automation.encode(), data,
+                     raw_headers(event, received_at_ms=500_000, **kw), 0, 42, 1)
+
+
+def test_delay_goes_to_the_delay_topic_with_due_at_from_day_seconds() -> None:
+    t = transformer(a1=replace(make_snapshot("a1"), delay_days=3))
+    [out] = t.transform(raw({"email": "x@example.com", "age": "7"}))
+    assert out.topic == TOPICS.scheduled
+    inv = codec.decode_as("InvitationRequested", out.value)
+    assert int(inv["due_at"].timestamp() * 1000) == 500_000 + 3 * 10_000
+    assert dict(out.headers)["due-at"] == str(500_000 + 30_000).encode()
+    assert out.key.decode() == invitation_id("a1", "ev", 0) == inv["invitation_id"]
+
+
+def test_replayed_record_keeps_its_index_and_so_its_invitation_id() -> None:
+    t = transformer(a1=make_snapshot("a1"))
+    [out] = t.transform(raw({"email": "x@example.com"}, record_index=4))
+    assert out.key.decode() == invitation_id("a1", "ev", 4)
+
+
+def test_a_failing_replay_replaces_the_old_dlq_headers_and_keeps_the_others() -> None:
+    t = transformer(a1=make_snapshot("a1"))
+    rec = raw({"name": "no mail"}, record_index=2)
+    rec = replace(rec, headers=[*rec.headers, ("dlq-reason", b"old"), ("x-trace", b"t1")])
+    dlq, err = t.transform(rec)
+    h = dict(dlq.headers)
+    assert dlq.topic == TOPICS.dlq and err.topic == TOPICS.errors
+    assert h["dlq-reason"] == b"missing_email" and h["x-trace"] == b"t1"
+    assert [k for k, _ in dlq.headers].count("dlq-reason") == 1
+    assert h["dlq-record-index"] == b"2" and h["dlq-at"] == b"1000000"
+    error = codec.decode_as("AutomationError", err.value)
+    assert error["record_index"] == 2 and error["field"] == "email"
+
+
+def test_unknown_and_disabled_automations_fail_the_whole_body() -> None:
+    t = transformer(off=replace(make_snapshot("off"), enabled=False))
+    for automation, reason in (("nope", b"unknown_automation"), ("off", b"automation_disabled")):
+        body = [{"email": "a@example.com"}, {"email": "b@example.com"}]
+        dlq, err = t.transform(raw(body, automation=automation))
+        assert dict(dlq.headers)["dlq-reason"] == reason
+        assert "dlq-record-index" not in dict(dlq.headers)
+        assert dlq.value == orjson.dumps(body) and dlq.key == automation.encode()
+        assert codec.decode_as("AutomationError", err.value)["automation_id"] == automation
+
+
+def test_batch_failures_carry_the_record_alone_and_the_rest_goes_on() -> None:
+    t = transformer(a1=make_snapshot("a1"))
+    outs = t.transform(raw([{"email": "a@example.com"}, {"email": "bad"},
+                            {"email": "c@example.com"}]))
+    assert [o.topic for o in outs] == [TOPICS.due, TOPICS.dlq, TOPICS.errors, TOPICS.due]
+    assert orjson.loads(outs[1].value) == {"email": "bad"}
+    assert dict(outs[1].headers)["dlq-record-index"] == b"1"
