@@ -25,11 +25,12 @@ from typing import Any
 
 import faust
 import mode
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from automations.config_cache import ConfigCache
 from hookstream.kafka.topics import Topics, ensure_topics
 from hookstream.settings import Settings, get_settings
+from ops.lag import LagCollector
 from streams.agents import RawProcessor
 from streams.scheduler import Scheduler
 
@@ -66,6 +67,10 @@ class StreamsRuntime(mode.Service):
         state_dir = Path(settings.var_dir) / "scheduler" / settings.topic_prefix.rstrip(".")
         self.scheduler = Scheduler(settings.kafka_bootstrap, self.topics, groups["scheduler"],
                                    state_dir)
+        # Consumer lag of every hookstream group (this worker's and the notifier's), served on
+        # the worker's /metrics as hookstream_consumer_lag{group,topic,partition}.
+        self.lag = LagCollector(settings.kafka_bootstrap, settings.topic_prefix)
+        self._lag_registered = False
         self.started_ok = False
 
     async def on_start(self) -> None:
@@ -79,6 +84,9 @@ class StreamsRuntime(mode.Service):
             await ensure_topics(s.kafka_bootstrap, self.topics, s.topic_partitions)
             await self.config.start(wait_ready=60.0)
             await asyncio.gather(self.scheduler.start(), self.processor.start())
+            REGISTRY.register(self.lag)
+            self._lag_registered = True
+            await self.lag.start()
         except Exception as exc:
             log.exception("the streams runtime could not start")
             await self.crash(exc)  # stops the worker: a supervisor restarts it
@@ -88,6 +96,10 @@ class StreamsRuntime(mode.Service):
 
     async def on_stop(self) -> None:
         self.started_ok = False
+        if self._lag_registered:
+            await self.lag.stop()
+            REGISTRY.unregister(self.lag)
+            self._lag_registered = False
         await self.processor.stop()
         await self.scheduler.stop()
         await self.config.stop()
@@ -134,7 +146,7 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> fau
     return app
 
 
-def run_worker(loglevel: str = "info", host: str = "127.0.0.1") -> None:
+def run_worker(loglevel: str = "info", host: str | None = None) -> None:
     """Run the worker in this process until a signal stops it."""
     try:
         import uvloop
@@ -142,7 +154,7 @@ def run_worker(loglevel: str = "info", host: str = "127.0.0.1") -> None:
         uvloop.install()
     except ImportError:
         log.info("uvloop not installed: running on the default asyncio loop")
-    app = create_app(host=host)
+    app = create_app(host=host or get_settings().metrics_host)
     # A service given to the worker starts before the app, not after Faust's rebalance.
     worker = faust.Worker(app, app.hookstream_runtime, loglevel=loglevel)
     worker.execute_from_commandline()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from hookstream.kafka.launcher import free_port, pid_alive
 
@@ -34,6 +35,16 @@ def _children(pid: int) -> set[int]:
         if int(fields[1]) == pid:
             kids.add(int(stat.parent.name))
     return kids
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Sum of every sample per sample name on a service's /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
@@ -70,6 +81,9 @@ def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
         curl = next(line for line in lines if line.startswith("curl "))
         assert "hookstream is running." in "".join(lines)
 
+        services = {"ingress": ports["ingress"], "worker": ports["worker"],
+                    "notifier": ports["notifier"]}
+        before = {name: _scrape(port) for name, port in services.items()}
         sent = time.monotonic()
         res = subprocess.run([*shlex.split(curl), "-w", "\n%{http_code}"], capture_output=True,
                              text=True, timeout=30)
@@ -92,6 +106,22 @@ def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
         page = httpx.get(link.group(0), timeout=10)
         assert page.status_code == 200 and "ada@example.com" in page.text
         print(f"webhook to .eml in {took:.2f}s")
+
+        # Each service's counters moved with the record as it flowed through.
+        moving = {"ingress": "hookstream_webhooks_accepted_total",
+                  "worker": "hookstream_invitations_emitted_total",
+                  "notifier": "hookstream_invitations_sent_total"}
+        deadline = time.monotonic() + 20
+        while True:
+            after = {name: _scrape(port) for name, port in services.items()}
+            moved = {name: after[name].get(metric, 0) - before[name].get(metric, 0)
+                     for name, metric in moving.items()}
+            lag_seen = any(k.startswith("hookstream_consumer_lag") for k in after["worker"])
+            if all(v >= 1 for v in moved.values()) and lag_seen:
+                break
+            assert time.monotonic() < deadline, (moved, lag_seen)
+            time.sleep(0.5)
+        assert moved == {"ingress": 1, "worker": 1, "notifier": 1}
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)  # what Ctrl-C sends
