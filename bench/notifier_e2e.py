@@ -1,0 +1,243 @@
+"""End-to-end latency: ingress 202 -> SMTP server accepts the mail (used by bench/notifier.py).
+
+Runs admin API, ingress, streams worker and notifier as subprocesses (`hookstream ...`, as in
+production) on a fresh topic prefix and SQLite file, an SMTP server in this process that
+notes when it accepted each mail (by Message-ID, which carries the invitation id), and posts
+single-respondent webhooks at a fixed rate with delay 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from automations.process import invitation_id  # noqa: E402
+from hookstream.kafka.launcher import LocalKafka, free_port  # noqa: E402
+
+TOKEN = "bench-admin-token"
+_MSGID = re.compile(rb"^Message-ID:\s*<([0-9a-f-]{36})\.invitation@", re.MULTILINE | re.I)
+
+
+class Accepted:
+    """Invitation id -> the time the SMTP sink accepted its mail. The sink (`hookstream
+    smtp-sink`, its own process, so this one's load cannot skew its clock readings) names
+    each .eml file by the nanosecond it accepted it; the Message-ID carries the invitation."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.at: dict[str, float] = {}
+        self._seen: set[str] = set()
+
+    def scan(self) -> None:
+        for path in self.folder.glob("*.eml"):
+            if path.name in self._seen:
+                continue
+            self._seen.add(path.name)
+            m = _MSGID.search(path.read_bytes()[:4096])
+            if m:
+                self.at.setdefault(m.group(1).decode(), int(path.name.split("-")[0]) / 1e9)
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
+    out = (logs / f"{name}.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "hookstream.cli", *args], cwd=ROOT, env=env,
+                            stdout=out, stderr=subprocess.STDOUT)
+
+
+async def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen],
+                     logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a service exited ({p.args}); logs in {logs}")
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s; logs in {logs}")
+
+
+async def _seed(admin_url: str) -> tuple[str, str]:
+    async with httpx.AsyncClient(base_url=admin_url, timeout=30,
+                                 headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
+        survey = (await admin.post("/v1/surveys", json={"name": "Bench survey"})).json()
+        r = await admin.post(f"/v1/surveys/{survey['id']}/variables",
+                             json={"name": "name", "type": "text"})
+        r.raise_for_status()
+        message = (await admin.post("/v1/messages", json={
+            "name": "Invite", "subject": "Your opinion, {{ name }}",
+            "body": "Dear {{ name }},\n\nPlease answer: {{ survey_link }}\n"})).json()
+        r = await admin.post("/v1/automations", json={
+            "name": "Bench", "survey_id": survey["id"], "message_id": message["id"],
+            "email_field": "email", "fields": {"mode": "exclude", "paths": []},
+            "mapping": [{"field": "name", "variable": "name"}], "delay_days": 0,
+            "enabled": True, "error_notifications": {"enabled": False, "recipients": []}})
+        r.raise_for_status()
+        return r.json()["id"], r.json()["api_key"]
+
+
+async def _load(ingress_url: str, aid: str, key: str, rate: float, seconds: float,
+                ) -> tuple[dict[str, float], int]:
+    """Post at `rate`/s; returns invitation id -> time of the 202, and the failures.
+    aiohttp on uvloop: a light client, so its own lag barely shows in the figures."""
+    import aiohttp
+
+    sent: dict[str, float] = {}
+    failures = 0
+    url = f"{ingress_url}/v1/hooks/{aid}"
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+        async def post(i: int) -> tuple[int, dict | None]:
+            body = f'{{"email": "r{i}@example.com", "name": "R {i}"}}'
+            async with session.post(url, data=body, headers=headers) as r:
+                return r.status, (await r.json() if r.status == 202 else None)
+
+        async def one(i: int) -> None:
+            nonlocal failures
+            try:
+                status, answer = await post(i)
+            except aiohttp.ClientError:
+                failures += 1
+                return
+            if status != 202 or answer is None:
+                failures += 1
+                return
+            sent[invitation_id(aid, answer["event_id"], 0)] = time.time()
+
+        for _ in range(300):  # warm up: until ingress has the automation and answers 202
+            if (await post(-1))[0] == 202:
+                break
+            await asyncio.sleep(0.1)
+        lag_task = asyncio.create_task(_sample_lag(stop := asyncio.Event()))
+        tasks = []
+        t0 = time.monotonic()
+        for i in range(int(rate * seconds)):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        stop.set()
+        await lag_task
+    return sent, failures
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _sample_lag(stop: asyncio.Event, every: float = 10.0) -> None:
+    """Print each stage's consumer lag now and then: where a backlog builds up."""
+    from ops.lag import read_lag
+
+    bootstrap, prefix = os.environ["HOOKSTREAM_KAFKA_BOOTSTRAP"], os.environ["BENCH_PREFIX"]
+    groups = [f"{prefix}hookstream-streams.raw", f"{prefix}hookstream-notifier"]
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            report = await read_lag(bootstrap, prefix, groups)
+            lags: dict[str, int] = {}
+            for p in report.partitions:
+                lags[p.group.removeprefix(prefix)] = lags.get(p.group.removeprefix(prefix),
+                                                              0) + p.lag
+            print(f"# lag {lags}", file=sys.stderr)
+
+
+def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    kafka = None
+    bootstrap = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        kafka = LocalKafka(tmp / "kafka", port=free_port(), controller_port=free_port(),
+                           heap="1g", log_level="WARN")
+        kafka.start()
+        bootstrap = kafka.bootstrap
+    accepted = Accepted(tmp / "mail")
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    os.environ["HOOKSTREAM_KAFKA_BOOTSTRAP"], os.environ["BENCH_PREFIX"] = bootstrap, prefix
+    ports = {k: free_port() for k in ("admin", "ingress", "worker", "notifier", "smtp")}
+    env = {**os.environ,
+           "HOOKSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+           "HOOKSTREAM_TOPIC_PREFIX": prefix,
+           "HOOKSTREAM_DATABASE_URL": f"sqlite:///{tmp}/hookstream.db",
+           "HOOKSTREAM_SMTP_URL": f"smtp://127.0.0.1:{ports['smtp']}",
+           "HOOKSTREAM_ADMIN_TOKEN": TOKEN,
+           "HOOKSTREAM_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
+           "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{ports['admin']}/s",
+           "HOOKSTREAM_ADMIN_PORT": str(ports["admin"]),
+           "HOOKSTREAM_INGRESS_PORT": str(ports["ingress"]),
+           "HOOKSTREAM_WORKER_PORT": str(ports["worker"]),
+           "HOOKSTREAM_NOTIFIER_PORT": str(ports["notifier"]),
+           "HOOKSTREAM_VAR_DIR": str(tmp / "var"), "HOOKSTREAM_RATE_LIMIT": "100000",
+           "HOOKSTREAM_RATE_BURST": "100000"}
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(_spawn("smtp-sink", ["smtp-sink", "--dir", str(tmp / "mail"), "--port",
+                                          str(ports["smtp"])], env, logs))
+        procs.append(_spawn("admin", ["admin", "--log-level", "warning"], env, logs))
+        asyncio.run(_wait_http(f"{env['HOOKSTREAM_ADMIN_URL']}/readyz", 90, procs, logs))
+        aid, key = asyncio.run(_seed(env["HOOKSTREAM_ADMIN_URL"]))
+        procs.append(_spawn("ingress", ["ingress"], env, logs))
+        procs.append(_spawn("worker", ["worker", "--loglevel", "warn"], env, logs))
+        procs.append(_spawn("notifier", ["notifier", "--log-level", "warning"], env, logs))
+        ingress_url = f"http://127.0.0.1:{ports['ingress']}"
+        asyncio.run(_wait_http(f"{ingress_url}/readyz", 90, procs, logs))
+        asyncio.run(_wait_http(f"http://127.0.0.1:{ports['worker']}/healthz", 90, procs, logs))
+        asyncio.run(_wait_http(f"http://127.0.0.1:{ports['notifier']}/healthz", 90, procs,
+                               logs))
+        import uvloop
+
+        cpu0 = {p.args[3]: _cpu_seconds(p.pid) for p in procs}
+        sent, failures = uvloop.run(_load(ingress_url, aid, key, rate, seconds))
+        deadline = time.monotonic() + 60
+        accepted.scan()
+        while time.monotonic() < deadline and not all(i in accepted.at for i in sent):
+            time.sleep(0.5)
+            accepted.scan()
+        latencies = sorted((accepted.at[i] - t) * 1000 for i, t in sent.items()
+                           if i in accepted.at)
+        missing = sum(1 for i in sent if i not in accepted.at)
+        cpu = {name: (_cpu_seconds(p.pid) - cpu0[name]) * 1000 / max(1, len(sent))
+               for p in procs if (name := p.args[3]) in cpu0}
+        cpu_text = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        if not latencies:
+            raise RuntimeError(f"no mail arrived; logs in {logs}")
+        p50 = statistics.median(latencies)
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        info = (f"{len(sent)} webhooks accepted at {rate:.0f}/s for {seconds:.0f}s, "
+                f"{len(latencies)} mails, {missing} missing, {failures} non-202, "
+                f"max {latencies[-1]:.0f} ms; CPU ms per webhook: {cpu_text}; logs in {logs}")
+        return p50, p99, info
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        if kafka is not None:
+            kafka.stop()

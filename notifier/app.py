@@ -1,0 +1,156 @@
+"""The notifier process: invitations and error alerts, with their shared parts.
+
+Start order: schema migration, topics, the config cache (ready = caught up), the outcome
+producer (idempotent, acks=all), then both consumers and the /metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiokafka import AIOKafkaProducer
+
+from automations.config_cache import ConfigCache
+from automations.store.db import migrate
+from hookstream.kafka.topics import Topics, ensure_topics
+from hookstream.settings import Settings
+from notifier.alerts import AlertService
+from notifier.control_plane import ControlPlane
+from notifier.http import HealthServer
+from notifier.invitations import InvitationService, Tuning
+from notifier.mailer import SmtpPool
+from notifier.smtp_config import SmtpConfig
+from notifier.store import Db
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    def __init__(self, settings: Settings, *, tuning: Tuning | None = None,
+                 group_id: str | None = None, http: bool = True,
+                 migrate_db: bool = True) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.tuning = tuning or Tuning()
+        # Behind the topic prefix, like the topics: two deployments never share a group.
+        self.group_id = group_id or f"{settings.topic_prefix}hookstream-notifier"
+        self.http = http
+        self.migrate_db = migrate_db
+        self.smtp = SmtpConfig.from_url(settings.smtp_url.get_secret_value())
+        self._tasks: list[asyncio.Task[None]] = []
+        self.config: ConfigCache | None = None
+        self.invitations: InvitationService | None = None
+        self.alerts: AlertService | None = None
+        self._parts: contextlib.AsyncExitStack | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        stack = contextlib.AsyncExitStack()
+        self._parts = stack
+        try:
+            if self.migrate_db:
+                await asyncio.to_thread(migrate, s.database_url)
+            await ensure_topics(s.kafka_bootstrap, self.topics, s.topic_partitions)
+            db = Db(s.database_url)
+            stack.push_async_callback(db.close)
+            self.config = ConfigCache(s.kafka_bootstrap, self.topics.config)
+            await self.config.start()
+            stack.push_async_callback(self.config.stop)
+            producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
+                                        enable_idempotence=True, linger_ms=2)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            pool = SmtpPool(self.smtp, s.smtp_concurrency)
+            stack.push_async_callback(pool.close)
+            alert_pool = SmtpPool(self.smtp, 1)  # alerts never queue behind invitations
+            stack.push_async_callback(alert_pool.close)
+            control_plane = ControlPlane(s.admin_url, s.admin_token.get_secret_value())
+            stack.push_async_callback(control_plane.close)
+            self.invitations = InvitationService(
+                bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
+                pool=pool, producer=producer, db=db, survey_base_url=s.survey_base_url,
+                mail_from=s.mail_from, group_id=self.group_id, tuning=self.tuning)
+            self.alerts = AlertService(
+                bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
+                pool=alert_pool, db=db, control_plane=control_plane, mail_from=s.mail_from,
+                interval=s.alert_interval_seconds, disable_after=s.disable_after,
+                admin_url=s.admin_url, group_id=f"{self.group_id}-alerts")
+            if self.http:
+                server = HealthServer("127.0.0.1", s.notifier_port, self.health)
+                await server.start()
+                stack.push_async_callback(server.stop)
+            for service in (self.invitations, self.alerts):
+                self._tasks.append(asyncio.create_task(service.run(),
+                                                       name=type(service).__name__))
+        except BaseException:
+            await stack.aclose()
+            raise
+        log.info("notifier started: SMTP %s, pool of %d", self.smtp.safe_url(),
+                 s.smtp_concurrency)
+
+    def health(self) -> dict[str, bool]:
+        return {
+            # `is not None`: an empty ConfigCache is falsy (it has a length).
+            "config_loaded": self.config is not None and self.config.ready.is_set(),
+            # Running and in its consumer group (partitions assigned, even if none).
+            "invitations_consumer": self.invitations is not None and self.invitations.running
+            and self.invitations.assigned,
+            "alerts_consumer": self.alerts is not None and self.alerts.running
+            and self.alerts.assigned,
+        }
+
+    async def wait_running(self, timeout: float = 30.0) -> None:
+        """Until the config is loaded and both consumers are in their groups."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not all(self.health().values()):
+            for task in self._tasks:
+                if task.done():
+                    task.result()  # raise what stopped it
+            if loop.time() > deadline:
+                raise TimeoutError("the notifier's consumers did not start")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        for service in (self.invitations, self.alerts):
+            if service is not None:
+                await service.stop()
+        if self._tasks:
+            results = await asyncio.gather(*self._tasks, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                    log.error("a notifier consumer ended with %s: %s", type(r).__name__, r)
+            self._tasks.clear()
+        if self._parts is not None:
+            await self._parts.aclose()
+            self._parts = None
+
+    async def __aenter__(self) -> Notifier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def run(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly (offsets committed, claims released)."""
+    notifier = Notifier(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await notifier.start()
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *notifier._tasks],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            for task in done:
+                task.result()  # a consumer crashed: raise it (after the cleanup below)
+    finally:
+        await notifier.stop()

@@ -1,0 +1,36 @@
+"""The events the notifier emits: `InvitationOutcome` and `AutomationError` (Avro)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from schemas import codec
+
+# error ids derived from the invitation: a re-emitted error is recorded once.
+_ERROR_NS = uuid.UUID("0f6b1d8e-3c2a-4f55-9d1e-6a7b8c9d0e1f")
+
+
+def outcome(req: dict[str, Any], status: str, *, attempts: int, reason: str | None = None,
+            smtp_code: int | None = None, message_id: str | None = None) -> dict[str, Any]:
+    return {"invitation_id": req["invitation_id"], "automation_id": req["automation_id"],
+            "survey_id": req["survey_id"], "status": status, "reason": reason,
+            "smtp_code": smtp_code, "attempts": attempts, "message_id": message_id,
+            "at": datetime.now(UTC)}
+
+
+def invitation_error(req: dict[str, Any], kind: str, detail: str) -> dict[str, Any]:
+    return {"error_id": str(uuid.uuid5(_ERROR_NS, f"{req['invitation_id']}:{kind}")),
+            "automation_id": req["automation_id"], "kind": kind, "detail": detail,
+            "source": "notifier", "field": None, "event_id": req["event_id"],
+            "record_index": req["record_index"], "invitation_id": req["invitation_id"],
+            "at": datetime.now(UTC)}
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, key: str, schema: str,
+                  record: dict[str, Any]) -> None:
+    """Write and wait for the broker's acknowledgement (acks=all)."""
+    await producer.send_and_wait(topic, codec.encode(schema, record), key=key.encode())

@@ -1,0 +1,341 @@
+"""Consume `invitations.due`, mail each invitation once, emit its `InvitationOutcome`.
+
+Per record: the automation's snapshot decides (disabled or deleted: suppressed); the
+invitation's SQL row is claimed (its primary key makes a replay a `duplicate`); the message is
+rendered and sent on the SMTP pool; transient failures retry with exponential backoff and
+jitter inside the record's own task, so other invitations keep flowing; the outcome is
+recorded in SQL, then published; only then does the record count as done, and offsets are
+committed up to the lowest record still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from automations.config_cache import ConfigCache
+from automations.snapshot import AutomationSnapshot
+from hookstream.kafka.topics import Topics
+from notifier import events, store
+from notifier.mailer import SendError, SmtpPool
+from notifier.metrics import INVITATION_OUTCOMES, INVITATIONS_FAILED, INVITATIONS_SENT, SMTP_RETRIES
+from notifier.models import SENT
+from notifier.offsets import OffsetTracker
+from notifier.render import (
+    MessageError,
+    invitation_mail,
+    message_id_for,
+    scrub,
+    sender_address,
+)
+from schemas import codec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Timing knobs; tests shorten them."""
+
+    max_in_flight: int = 256
+    backoff_base: float = 0.5  # seconds before the first retry
+    backoff_max: float = 30.0
+    give_up_after: float = 3600.0  # a 4xx that lasts this long becomes a failed outcome
+    unknown_automation_wait: float = 5.0  # the config topic may lag the invitation a little
+    busy_poll: float = 0.5
+    commit_interval: float = 0.2
+
+    def lease(self, smtp_timeout: float) -> timedelta:
+        # Longer than the longest gap between two attempts, which renew it.
+        return timedelta(seconds=max(60.0, 2 * (self.backoff_max + smtp_timeout)))
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: between half and all of min(cap, base * 2^(n-1))."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+
+
+class InvitationService:
+    def __init__(self, *, bootstrap: str, topics: Topics, config: ConfigCache, pool: SmtpPool,
+                 producer: AIOKafkaProducer, db: store.Db, survey_base_url: str,
+                 mail_from: str, group_id: str = "hookstream-notifier",
+                 tuning: Tuning | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.config = config
+        self.pool = pool
+        self.producer = producer
+        self.db = db
+        self.survey_base_url = survey_base_url.rstrip("/")
+        self.mail_from = mail_from
+        self.sender = sender_address(mail_from)
+        self.group_id = group_id
+        self.tuning = tuning or Tuning()
+        self.owner = f"notifier-{uuid.uuid4()}"
+        self._lease = self.tuning.lease(pool.config.timeout)
+        self._tracker = OffsetTracker()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = defaultdict(int)
+        self._published: set[str] = set()  # outcome out, flag not yet written to SQL
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self.running = False
+        self.assigned = False
+
+    # --- the consumer loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed", fetch_max_wait_ms=50)
+        self._consumer.subscribe([self.topics.due], listener=_Rebalance(self))
+        await self._consumer.start()
+        self.running = True
+        log.info("notifier consuming %s as group %s", self.topics.due, self.group_id)
+        paused = False
+        loop = asyncio.get_running_loop()
+        last_commit = loop.time()
+        try:
+            while not self._stopping.is_set():
+                room = self.tuning.max_in_flight - len(self._tasks)
+                if room <= 0 and not paused:
+                    # Keep polling (group membership) but fetch nothing until tasks finish.
+                    self._consumer.pause(*self._consumer.assignment())
+                    paused = True
+                elif room > 0 and paused:
+                    self._consumer.resume(*self._consumer.assignment())
+                    paused = False
+                batches = await self._consumer.getmany(timeout_ms=100,
+                                                       max_records=max(1, room))
+                for tp, records in batches.items():
+                    for rec in records:
+                        self._tracker.add(tp, rec.offset)
+                        task = asyncio.create_task(self._work(tp, rec))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                if loop.time() - last_commit >= self.tuning.commit_interval:
+                    await self._commit()
+                    last_commit = loop.time()
+        finally:
+            await self._shutdown()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self, grace: float = 5.0) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self._commit()
+        except (KafkaError, OSError) as exc:
+            log.warning("final offset commit failed (records will be redelivered and found "
+                        "done): %s", exc)
+        released = await self.db.run(store.release_claims, self.owner)
+        if released:
+            log.info("released %d unfinished invitations for the next owner", released)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        self.running = False
+
+    async def _commit(self) -> None:
+        if self._published:
+            ids = set(self._published)  # stay "published" here until SQL says so too
+            await self.db.tx(store.mark_published, ids)
+            self._published -= ids
+        offsets = self._tracker.committable()
+        if not offsets or self._consumer is None:
+            return
+        assigned = self._consumer.assignment()
+        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("offset commit refused (a rebalance); the new owner resumes from the "
+                        "last commit and finds finished invitations done: %s", exc)
+            return
+        self._tracker.committed(offsets)
+
+    async def _work(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            req = codec.decode_as("InvitationRequested", rec.value)
+        except codec.CodecError as exc:
+            # Nothing to mail and no automation to tell: log loudly and count it.
+            log.error("undecodable record on %s partition %d offset %d: %s",
+                      tp.topic, tp.partition, rec.offset, exc)
+            INVITATIONS_FAILED.labels(reason="undecodable").inc()
+            self._tracker.done(tp, rec.offset)
+            return
+        attempt = 0
+        while True:
+            try:
+                await self.handle(req)
+                break
+            except Exception as exc:  # noqa: BLE001 - Kafka/SQL trouble or a bug: logged, retried
+                # The offset stays uncommitted until this invitation has its outcome.
+                attempt += 1
+                log.error("invitation %s: %s: %s; retrying", req["invitation_id"],
+                          type(exc).__name__, exc, exc_info=attempt == 1)
+                await asyncio.sleep(backoff(attempt, self.tuning.backoff_base,
+                                            self.tuning.backoff_max))
+        # Not in a `finally`: a cancelled task (shutdown) must leave its offset uncommitted.
+        self._tracker.done(tp, rec.offset)
+
+    # --- one invitation ---------------------------------------------------------------
+
+    async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Decide, send and report one invitation; returns the outcome published."""
+        iid = req["invitation_id"]
+        self._lock_users[iid] += 1
+        lock = self._locks.setdefault(iid, asyncio.Lock())
+        try:
+            async with lock:  # the same invitation twice in flight here: one after the other
+                return await self._handle(req)
+        finally:
+            self._lock_users[iid] -= 1
+            if self._lock_users[iid] == 0:
+                del self._lock_users[iid]
+                self._locks.pop(iid, None)
+
+    async def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        snap = await self._snapshot(req["automation_id"])
+        suppress = None
+        if snap is None:
+            suppress = "automation deleted"
+        elif not snap.enabled:
+            suppress = "automation disabled"
+        message_id = message_id_for(req["invitation_id"], self.mail_from)
+        while True:
+            c = await self.db.tx(store.claim, req, owner=self.owner, lease=self._lease,
+                                  survey_name=snap.survey_name if snap else "",
+                                  message_id=message_id, suppress_reason=suppress)
+            if c.kind != "busy":
+                break
+            await asyncio.sleep(self.tuning.busy_poll)  # another notifier is sending it
+
+        if c.kind == "final":
+            if c.outcome_published or req["invitation_id"] in self._published:
+                out = events.outcome(req, "duplicate", attempts=c.attempts,
+                                     reason=f"already {c.status}", message_id=c.message_id)
+            else:  # decided before a crash that came before its outcome was published
+                out = events.outcome(req, c.status, attempts=c.attempts, reason=c.reason,
+                                     smtp_code=c.smtp_code, message_id=c.message_id)
+            return await self._emit(req, out)
+        if c.kind == "suppressed":
+            INVITATIONS_FAILED.labels(reason="suppressed").inc()
+            return await self._emit(req, events.outcome(
+                req, "suppressed", attempts=0, reason=suppress, message_id=None))
+        assert snap is not None  # new or reclaimed rows exist only for enabled automations
+        return await self._send(req, snap, c, message_id)
+
+    async def _snapshot(self, automation_id: str) -> AutomationSnapshot | None:
+        snap = self.config.get(automation_id)
+        waited = 0.0
+        while snap is None and waited < self.tuning.unknown_automation_wait:
+            await asyncio.sleep(0.1)
+            waited += 0.1
+            snap = self.config.get(automation_id)
+        return snap
+
+    async def _send(self, req: dict[str, Any], snap: AutomationSnapshot, c: store.Claim,
+                    message_id: str) -> dict[str, Any]:
+        link = f"{self.survey_base_url}/{c.token}"
+        try:
+            mail = invitation_mail(subject=snap.message.subject, body=snap.message.body,
+                                   values=req.get("variables") or {}, link=link,
+                                   to=req["email"].strip(), mail_from=self.mail_from,
+                                   message_id=message_id)
+        except MessageError as exc:
+            return await self._fail(req, c.attempts, "invalid_email", str(exc), None,
+                                    message_id)
+        attempts = c.attempts
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            attempts += 1
+            if attempts > 1:
+                await self.db.tx(store.touch, req["invitation_id"], self.owner, attempts)
+            try:
+                await self.pool.send(mail, self.sender, [req["email"].strip()])
+            except SendError as exc:
+                give_up = not exc.infrastructure and (
+                    loop.time() - started > self.tuning.give_up_after)
+                if exc.transient and not give_up:
+                    SMTP_RETRIES.labels(kind=exc.kind).inc()
+                    delay = backoff(attempts, self.tuning.backoff_base, self.tuning.backoff_max)
+                    log.warning("invitation %s attempt %d: %s; retry in %.1fs",
+                                req["invitation_id"], attempts, scrub(exc.reason), delay)
+                    await asyncio.sleep(delay)
+                    continue
+                kind = "smtp_permanent" if not exc.transient else "smtp_transient_exhausted"
+                return await self._fail(req, attempts, kind, scrub(exc.reason), exc.code,
+                                        message_id)
+            break
+        await self.db.tx(store.finish, req["invitation_id"], status=SENT, attempts=attempts,
+                          smtp_code=250, automation_id=req["automation_id"])
+        INVITATIONS_SENT.inc()
+        return await self._emit(req, events.outcome(req, "sent", attempts=attempts,
+                                                    smtp_code=250, message_id=message_id))
+
+    async def _fail(self, req: dict[str, Any], attempts: int, kind: str, reason: str,
+                    code: int | None, message_id: str) -> dict[str, Any]:
+        await self.db.tx(store.finish, req["invitation_id"], status="failed",
+                          attempts=attempts, reason=f"{kind}: {reason}", smtp_code=code)
+        INVITATIONS_FAILED.labels(reason=kind).inc()
+        log.error("invitation %s of automation %s failed (%s): %s", req["invitation_id"],
+                  req["automation_id"], kind, reason)
+        detail = {
+            "smtp_permanent": f"The mail server refused an invitation permanently "
+                              f"(SMTP {code}).",
+            "smtp_transient_exhausted": f"The mail server kept refusing an invitation "
+                                        f"temporarily (last SMTP {code}); gave up after "
+                                        f"{attempts} attempts.",
+            "invalid_email": "The respondent's e-mail address cannot be used in a mail "
+                             "header.",
+        }.get(kind, f"The invitation could not be sent ({kind}).")
+        await events.publish(self.producer, self.topics.errors, req["automation_id"],
+                             "AutomationError", events.invitation_error(req, kind, detail))
+        return await self._emit(req, events.outcome(
+            req, "failed", attempts=attempts, reason=f"{kind}: {reason}", smtp_code=code,
+            message_id=message_id))
+
+    async def _emit(self, req: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        await events.publish(self.producer, self.topics.outcomes, req["invitation_id"],
+                             "InvitationOutcome", out)
+        INVITATION_OUTCOMES.labels(status=out["status"]).inc()
+        if out["status"] != "duplicate":
+            self._published.add(req["invitation_id"])
+        return out
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, service: InvitationService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        try:
+            await self.service._commit()
+        except (KafkaError, OSError) as exc:
+            log.warning("commit before a rebalance failed: %s", exc)
+        self.service._tracker.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.service.assigned = True  # in its group: what health reports as running
+        log.info("assigned %d partitions of %s", len(assigned), self.service.topics.due)

@@ -1,0 +1,23 @@
+"""The notifier's Prometheus metrics (served on `settings.notifier_port` by `http.py`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+INVITATIONS_SENT = Counter("hookstream_invitations_sent_total",
+                           "Invitation mails the SMTP server accepted.")
+INVITATIONS_FAILED = Counter("hookstream_invitations_failed_total",
+                             "Invitations that ended without a mail, by reason.", ["reason"])
+INVITATION_OUTCOMES = Counter("hookstream_invitation_outcomes_total",
+                              "Outcomes emitted on invitations.outcomes, by status.", ["status"])
+SMTP_RETRIES = Counter("hookstream_smtp_retries_total",
+                       "Transient SMTP failures that were retried, by kind.", ["kind"])
+SMTP_SECONDS = Histogram("hookstream_smtp_seconds", "Time to hand one mail to the SMTP server.",
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                  2.5, 5, 10, 30))
+ALERTS_SENT = Counter("hookstream_alerts_sent_total",
+                      "Error alert mails sent to automations' error recipients.")
+AUTOMATIONS_DISABLED = Counter("hookstream_automations_disabled_total",
+                               "Automations disabled after too many consecutive failures.")
+ERRORS_RECORDED = Counter("hookstream_automation_errors_recorded_total",
+                          "Automation errors recorded in SQL, by kind.", ["kind"])

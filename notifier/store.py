@@ -1,0 +1,387 @@
+"""The notifier's SQL work: claim an invitation exactly once, record outcomes, keep the
+respondents, the automation errors and the failure streaks.
+
+Functions here are synchronous (SQLAlchemy sessions); `Db` runs them off the event loop, on a
+single thread for SQLite (one writer at a time, so no lock errors) and a few for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import JSON, Connection, Engine, bindparam, event, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from automations.store.db import make_engine, session_factory
+from automations.store.models import AutomationErrorRow, UTCDateTime
+from notifier.models import (
+    FINAL,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    FailureStreak,
+    Invitation,
+    Respondent,
+)
+
+T = TypeVar("T")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Db:
+    """The notifier's database: `tx` for the hot path (batched), `run` for the rest.
+
+    `tx(fn, ...)` queues `fn(conn, ...)`; one batcher runs everything queued meanwhile in ONE
+    transaction on the database thread. At a few hundred invitations a second a commit each
+    would be the bottleneck; batched, the cost of a commit is shared. If the batch fails (say,
+    a unique-constraint race with another notifier), it is rolled back and every item rerun
+    in its own transaction, so one item's error reaches only its caller.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = make_engine(url)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        sqlite = self.engine.dialect.name == "sqlite"
+        if sqlite:
+            event.listen(self.engine, "connect", _sqlite_no_fsync_per_commit)
+        # SQLite has one writer at a time: one thread, so no "database is locked" waits.
+        self._executor = ThreadPoolExecutor(max_workers=1 if sqlite else 4,
+                                            thread_name_prefix="notifier-db")
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._batcher: asyncio.Task[None] | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(sessions, *args, **kwargs)` on the database thread, on its own."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor,
+                                          partial(fn, self.sessions, *args, **kwargs))
+
+    async def tx(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(conn, *args, **kwargs)` inside the next batched transaction."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._batcher = asyncio.create_task(self._batches(), name="notifier-db-batcher")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(lambda conn: fn(conn, *args, **kwargs), future))
+        return await future
+
+    async def _batches(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self._queue.get()]
+            while not self._queue.empty() and len(items) < self.MAX_BATCH:
+                items.append(self._queue.get_nowait())
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_batch, items)
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is away: tell each caller
+                results = [(False, exc)] * len(items)
+            for item, (ok, value) in zip(items, results, strict=True):
+                if item.future.done():
+                    continue  # its caller was cancelled
+                if ok:
+                    item.future.set_result(value)
+                else:
+                    item.future.set_exception(value)
+
+    def _run_batch(self, items: list[_Item]) -> list[tuple[bool, Any]]:
+        try:
+            with self.engine.begin() as conn:
+                return [(True, item.fn(conn)) for item in items]
+        except Exception:  # noqa: BLE001 - rolled back: rerun one by one, each error to its caller
+            if len(items) == 1:
+                raise
+        out: list[tuple[bool, Any]] = []
+        for item in items:
+            try:
+                with self.engine.begin() as conn:
+                    out.append((True, item.fn(conn)))
+            except Exception as exc:  # noqa: BLE001 - reported to this item's caller
+                out.append((False, exc))
+        return out
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.cancel()
+            try:
+                await self._batcher
+            except asyncio.CancelledError:
+                pass  # we cancelled it
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+@dataclass
+class _Item:
+    fn: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+
+
+def _sqlite_no_fsync_per_commit(dbapi_conn: Any, _record: Any) -> None:
+    # WAL + synchronous=NORMAL: a commit survives a crash of any process; only a power loss
+    # can lose the newest ones. PostgreSQL (production) keeps full durability.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)  # 192 random bits: unguessable
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the invitation's row says: `new`/`reclaimed` (this process sends it),
+    `final` (decided before: a duplicate), `busy` (another sender holds a live lease),
+    `suppressed` (just recorded as suppressed)."""
+
+    kind: Literal["new", "reclaimed", "final", "busy", "suppressed"]
+    token: str
+    status: str
+    attempts: int
+    reason: str | None = None
+    smtp_code: int | None = None
+    message_id: str | None = None
+    outcome_published: bool = False
+
+
+INV = Invitation.__table__
+RESP = Respondent.__table__
+STREAK = FailureStreak.__table__
+
+# The hot path's statements, built once: building and cache-keying a statement per call cost
+# more CPU than running it. Bind names start with b_ (UPDATE reserves the column names).
+_TS = UTCDateTime()
+_SELECT_INVITATION = select(
+    INV.c.token, INV.c.status, INV.c.attempts, INV.c.reason, INV.c.smtp_code,
+    INV.c.message_id, INV.c.outcome_published, INV.c.claimed_by, INV.c.claimed_at,
+).where(INV.c.id == bindparam("b_id"))
+_RECLAIM = (update(INV).where(INV.c.id == bindparam("b_id"), INV.c.status == SENDING,
+                              INV.c.claimed_at == bindparam("b_old", type_=_TS))
+            .values(claimed_by=bindparam("b_owner"), claimed_at=bindparam("b_now", type_=_TS)))
+_INSERT_INVITATION = insert(INV)
+_SELECT_RESPONDENT = select(RESP.c.id, RESP.c.variables, RESP.c.values_at).where(
+    RESP.c.survey_id == bindparam("b_survey"), RESP.c.email == bindparam("b_email"))
+_INSERT_RESPONDENT = insert(RESP)
+_UPDATE_RESPONDENT = update(RESP).where(RESP.c.id == bindparam("b_id")).values(
+    variables=bindparam("b_vars", type_=JSON()), values_at=bindparam("b_at", type_=_TS),
+    updated_at=bindparam("b_now", type_=_TS))
+_TOUCH = (update(INV).where(INV.c.id == bindparam("b_id"), INV.c.status == SENDING)
+          .values(claimed_by=bindparam("b_owner"), claimed_at=bindparam("b_now", type_=_TS),
+                  attempts=bindparam("b_attempts")))
+_FINISH = (update(INV).where(INV.c.id == bindparam("b_id"), INV.c.status == SENDING)
+           .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"),
+                   reason=bindparam("b_reason"), smtp_code=bindparam("b_code"),
+                   finished_at=bindparam("b_now", type_=_TS)))
+_END_STREAK = (update(STREAK).where(STREAK.c.automation_id == bindparam("b_automation"),
+                                    STREAK.c.consecutive > 0)
+               .values(consecutive=0, reset_at=bindparam("b_now", type_=_TS)))
+_PUBLISHED = (update(INV).where(INV.c.id.in_(bindparam("b_ids", expanding=True)))
+              .values(outcome_published=True))
+
+
+def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str,
+          lease: timedelta, message_id: str, suppress_reason: str | None = None) -> Claim:
+    """Insert the invitation's row (the exactly-once guard) or report what it already says.
+
+    A row left `sending` by a sender whose lease ran out (a crashed process) is taken over;
+    one left by this very process (`owner`) too, since it is no longer being worked on here.
+    A concurrent insert by another notifier surfaces as IntegrityError (caller retries).
+    """
+    now = datetime.now(UTC)
+    iid = req["invitation_id"]
+    row = conn.execute(_SELECT_INVITATION, {"b_id": iid}).first()
+    if row is not None:
+        found = Claim(kind="final", token=row.token, status=row.status, attempts=row.attempts,
+                      reason=row.reason, smtp_code=row.smtp_code, message_id=row.message_id,
+                      outcome_published=row.outcome_published)
+        if row.status in FINAL:
+            return found
+        if row.claimed_by != owner and row.claimed_at > now - lease:
+            return replace(found, kind="busy")
+        taken = conn.execute(_RECLAIM, {"b_id": iid, "b_old": row.claimed_at,
+                                        "b_owner": owner, "b_now": now}).rowcount
+        return replace(found, kind="reclaimed" if taken == 1 else "busy")
+    respondent_id = None if suppress_reason is not None else _upsert_respondent(conn, req, now)
+    token = new_token()
+    status = SENDING if suppress_reason is None else SUPPRESSED
+    conn.execute(_INSERT_INVITATION, {
+        "id": iid, "automation_id": req["automation_id"],
+        "automation_version": req["automation_version"], "survey_id": req["survey_id"],
+        "survey_name": survey_name[:200], "event_id": req["event_id"],
+        "record_index": req["record_index"], "respondent_id": respondent_id, "token": token,
+        "status": status, "reason": suppress_reason, "attempts": 0, "message_id": message_id,
+        "outcome_published": False, "received_at": _aware(req["received_at"]),
+        "due_at": _aware(req["due_at"]), "claimed_by": owner, "claimed_at": now,
+        "created_at": now, "finished_at": None if suppress_reason is None else now})
+    return Claim(kind="new" if suppress_reason is None else "suppressed", token=token,
+                 status=status, attempts=0, reason=suppress_reason, message_id=message_id)
+
+
+def _upsert_respondent(conn: Connection, req: dict[str, Any], now: datetime) -> int:
+    """The respondent's row with this invitation's background values merged in: key by key,
+    the values of the invitation received last win."""
+    email = normalize_email(req["email"])
+    received = _aware(req["received_at"])
+    values = dict(req.get("variables") or {})
+    row = conn.execute(_SELECT_RESPONDENT, {"b_survey": req["survey_id"],
+                                            "b_email": email}).first()
+    if row is None:
+        result = conn.execute(_INSERT_RESPONDENT, {
+            "survey_id": req["survey_id"], "email": email, "variables": values,
+            "values_at": received, "created_at": now, "updated_at": now})
+        return int(result.inserted_primary_key[0])
+    if received >= row.values_at:
+        merged, values_at = {**row.variables, **values}, received
+    else:  # an older invitation arrived late: it only fills keys the row does not have
+        merged, values_at = {**values, **row.variables}, row.values_at
+    conn.execute(_UPDATE_RESPONDENT, {"b_id": row.id, "b_vars": merged, "b_at": values_at,
+                                      "b_now": now})
+    return int(row.id)
+
+
+def touch(conn: Connection, invitation_id: str, owner: str, attempts: int) -> None:
+    """Renew the lease before an attempt and count it."""
+    conn.execute(_TOUCH, {"b_id": invitation_id, "b_owner": owner,
+                          "b_now": datetime.now(UTC), "b_attempts": attempts})
+
+
+def finish(conn: Connection, invitation_id: str, *, status: str, attempts: int,
+           reason: str | None = None, smtp_code: int | None = None,
+           automation_id: str | None = None) -> None:
+    """Record the final status; a sent invitation also ends its automation's failure streak."""
+    now = datetime.now(UTC)
+    conn.execute(_FINISH, {"b_id": invitation_id, "b_status": status, "b_attempts": attempts,
+                           "b_reason": reason, "b_code": smtp_code, "b_now": now})
+    if status == SENT and automation_id is not None:
+        conn.execute(_END_STREAK, {"b_automation": automation_id, "b_now": now})
+
+
+def mark_published(conn: Connection, invitation_ids: Iterable[str]) -> None:
+    ids = list(invitation_ids)
+    for i in range(0, len(ids), 500):
+        conn.execute(_PUBLISHED, {"b_ids": ids[i:i + 500]})
+
+
+def release_claims(sessions: sessionmaker[Session], owner: str) -> int:
+    """On a clean stop: let the next owner take over at once what this process did not finish."""
+    with sessions() as s:
+        n = s.execute(update(Invitation).where(Invitation.status == SENDING,
+                                               Invitation.claimed_by == owner)
+                      .values(claimed_at=EPOCH)).rowcount
+        s.commit()
+        return n
+
+
+@dataclass(frozen=True)
+class Page:
+    survey_name: str
+    email: str
+
+
+def page_for_token(sessions: sessionmaker[Session], token: str) -> Page | None:
+    """What the personal link shows; None when no mail carried this token."""
+    with sessions() as s:
+        row = s.execute(select(Invitation.survey_name, Invitation.status, Respondent.email)
+                        .join(Respondent, Respondent.id == Invitation.respondent_id)
+                        .where(Invitation.token == token)).first()
+    if row is None or row.status not in ("sent", SENDING):
+        return None
+    return Page(survey_name=row.survey_name, email=row.email)
+
+
+# --- automation errors and failure streaks -------------------------------------------------
+
+@dataclass(frozen=True)
+class Recorded:
+    new: bool  # False: this error_id was recorded before (a redelivery)
+    consecutive: int  # the automation's failure streak after this error
+
+
+ERRORS = AutomationErrorRow.__table__
+_ERROR_EXISTS = select(ERRORS.c.id).where(ERRORS.c.id == bindparam("b_id"))
+_INSERT_ERROR = insert(ERRORS)
+_SELECT_STREAK = select(STREAK.c.consecutive).where(
+    STREAK.c.automation_id == bindparam("b_automation"))
+_INSERT_STREAK = insert(STREAK)
+_LENGTHEN_STREAK = (update(STREAK).where(STREAK.c.automation_id == bindparam("b_automation"))
+                    .values(consecutive=STREAK.c.consecutive + 1,
+                            last_failure_at=bindparam("b_now", type_=_TS),
+                            last_kind=bindparam("b_kind")))
+
+
+def record_error(conn: Connection, err: dict[str, Any], *, counts: bool) -> Recorded:
+    """Store the error (idempotent by error_id) and, when it `counts`, lengthen the streak.
+    Runs in the batched transaction (`Db.tx`): a flood of errors costs few commits."""
+    now = datetime.now(UTC)
+    automation = {"b_automation": err["automation_id"]}
+    if conn.execute(_ERROR_EXISTS, {"b_id": err["error_id"]}).first() is not None:
+        streak = conn.execute(_SELECT_STREAK, automation).scalar()
+        return Recorded(False, streak or 0)
+    conn.execute(_INSERT_ERROR, {
+        "id": err["error_id"], "automation_id": err["automation_id"], "kind": err["kind"],
+        "detail": err["detail"], "source": err["source"], "field": err.get("field"),
+        "event_id": err.get("event_id"), "record_index": err.get("record_index"),
+        "invitation_id": err.get("invitation_id"), "at": _aware(err["at"])})
+    streak = conn.execute(_SELECT_STREAK, automation).scalar()
+    if streak is None:
+        conn.execute(_INSERT_STREAK, {
+            "automation_id": err["automation_id"], "consecutive": 1 if counts else 0,
+            "last_failure_at": now if counts else None,
+            "last_kind": err["kind"] if counts else None})
+        return Recorded(True, 1 if counts else 0)
+    if counts:
+        conn.execute(_LENGTHEN_STREAK, {**automation, "b_now": now, "b_kind": err["kind"]})
+        streak += 1
+    return Recorded(True, streak)
+
+
+def streak_of(sessions: sessionmaker[Session], automation_id: str) -> int:
+    with sessions() as s:
+        streak = s.get(FailureStreak, automation_id)
+        return streak.consecutive if streak else 0
+
+
+def mark_disabled(sessions: sessionmaker[Session], automation_id: str) -> None:
+    """The automation was disabled: its streak starts again from zero once re-enabled."""
+    now = datetime.now(UTC)
+    with sessions() as s:
+        s.execute(update(FailureStreak).where(FailureStreak.automation_id == automation_id)
+                  .values(consecutive=0, disabled_at=now, reset_at=now))
+        s.commit()
+
+
+def last_alert_at(sessions: sessionmaker[Session], automation_id: str) -> datetime | None:
+    with sessions() as s:
+        streak = s.get(FailureStreak, automation_id)
+        return streak.last_alert_at if streak else None
+
+
+def set_last_alert_at(sessions: sessionmaker[Session], automation_id: str,
+                      at: datetime) -> None:
+    with sessions() as s:
+        streak = s.get(FailureStreak, automation_id)
+        if streak is None:
+            s.add(FailureStreak(automation_id=automation_id, consecutive=0, last_alert_at=at))
+        else:
+            streak.last_alert_at = at
+        s.commit()
+
+
+def _aware(value: datetime | int) -> datetime:
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,245 @@
+"""Pure parts of the notifier: SMTP URL, rendering and header safety, failure verdicts,
+offset bookkeeping, backoff. Plus the SMTP pool and sink against a real aiosmtpd server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+from aiokafka import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notifier.invitations import backoff
+from notifier.mailer import SendError, SmtpPool, classify
+from notifier.offsets import OffsetTracker
+from notifier.render import (
+    MessageError,
+    invitation_mail,
+    message_id_for,
+    parse,
+    plain_mail,
+    scrub,
+)
+from notifier.smtp_config import SmtpConfig, SmtpUrlError
+from notifier.smtp_sink import SmtpSink
+
+FROM = "hookstream <no-reply@hookstream.local>"
+
+
+# --- SMTP URL -------------------------------------------------------------------------------
+
+def test_smtp_url_forms() -> None:
+    c = SmtpConfig.from_url("smtp://us%40er:p%3Ass@mail.example.com:587?starttls=1&timeout=5")
+    assert (c.host, c.port, c.username, c.password) == ("mail.example.com", 587, "us@er",
+                                                        "p:ss")
+    assert c.start_tls is True and not c.use_tls and c.timeout == 5
+    assert "p:ss" not in repr(c) and "p:ss" not in c.safe_url()
+    s = SmtpConfig.from_url("smtps://u:secret@mail.example.com")
+    assert s.use_tls and s.port == 465 and s.start_tls is False
+    plain = SmtpConfig.from_url("smtp://127.0.0.1:8025")
+    assert plain.start_tls is None and plain.username is None and plain.port == 8025
+    assert SmtpConfig.from_url("smtp://h?verify=0").validate_certs is False
+
+
+@pytest.mark.parametrize("url", ["http://h", "smtp://", "smtp://h?starttls=maybe",
+                                 "smtps://h?starttls=1", "smtp://h:99999",
+                                 "smtp://h?timeout=soon"])
+def test_bad_smtp_urls_are_refused_with_a_reason(url: str) -> None:
+    with pytest.raises(SmtpUrlError) as exc:
+        SmtpConfig.from_url(url)
+    assert str(exc.value)
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.text(), city=st.text())
+def test_no_value_reaches_a_header_and_html_is_escaped(name: str, city: str) -> None:
+    raw = invitation_mail(subject="Hello {{ name }} in {{ city }}",
+                          body="Dear {{ name }},\n\n{{ city }} {{ survey_link }}",
+                          values={"name": name, "city": city}, link="http://x/s/tok",
+                          to="bob@example.com", mail_from=FROM, message_id="<i.invitation@h>")
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n") if line[:1] not in b" \t"]
+    assert names == [b"From", b"To", b"Subject", b"Message-ID", b"Date", b"MIME-Version",
+                     b"Content-Type"]
+    mail = parse(raw)
+    assert "\n" not in str(mail["Subject"]) and "\r" not in str(mail["Subject"])
+    html = mail.get_body(("html",)).get_content()
+    tags = {t.split()[0] if t.split() else t for t in re.findall(r"<([^>]*)>", html)}
+    assert tags <= {"!DOCTYPE", "html", "/html", "body", "/body", "p", "/p", "br", "a", "/a"}
+
+
+def test_html_and_text_parts_and_the_link() -> None:
+    raw = invitation_mail(subject="Hi {{ name }}", body="Dear {{ name }},\nanswer here",
+                          values={"name": "<b>Ann</b> & co"}, link="http://x/s/a?b=1&c=2",
+                          to="ann@example.com", mail_from=FROM, message_id="<m@h>")
+    mail = parse(raw)
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    assert "Dear <b>Ann</b> & co," in text and text.rstrip().endswith("http://x/s/a?b=1&c=2")
+    assert "&lt;b&gt;Ann&lt;/b&gt; &amp; co" in html
+    assert '<a href="http://x/s/a?b=1&amp;c=2">' in html  # link added although not in body
+    # An HTML template keeps its markup; its values are escaped.
+    raw = invitation_mail(subject="s", body='<p>Hi {{ name }}</p><a href="{{ survey_link }}">go'
+                          "</a>", values={"name": "<i>x</i>"}, link="http://x/s/t",
+                          to="a@example.com", mail_from=FROM, message_id="<m@h>")
+    html = parse(raw).get_body(("html",)).get_content()
+    assert '<p>Hi &lt;i&gt;x&lt;/i&gt;</p><a href="http://x/s/t">go</a>' in html
+
+
+def test_unusable_addresses_are_refused() -> None:
+    for to in ("bob@example.com\r\nBcc: x@evil.test", "not-an-address", "a b@example.com",
+               "bøb@example.com"):
+        with pytest.raises(MessageError):
+            invitation_mail(subject="s", body="b", values={}, link="l", to=to, mail_from=FROM,
+                            message_id="<m@h>")
+    raw = invitation_mail(subject="s", body="b", values={}, link="l", to="bob@exämple.com",
+                          mail_from=FROM, message_id="<m@h>")
+    assert parse(raw)["To"] == "bob@xn--exmple-cua.com"
+
+
+def test_message_id_is_stable_and_alerts_are_auto_submitted() -> None:
+    assert message_id_for("abc", FROM) == message_id_for("abc", FROM) == \
+        "<abc.invitation@hookstream.local>"
+    mail = parse(plain_mail(subject="x\ny", text="t", to=["a@b.org", "c@d.org"],
+                            mail_from=FROM))
+    assert mail["Auto-Submitted"] == "auto-generated" and mail["Subject"] == "x y"
+    assert scrub("550 <bob@example.com> unknown") == "550 <<address>> unknown"
+
+
+# --- verdicts, offsets, backoff -----------------------------------------------------------------
+
+def test_smtp_failures_are_classified() -> None:
+    assert not classify(aiosmtplib.SMTPRecipientsRefused(
+        [aiosmtplib.SMTPRecipientRefused(550, "no such user", "x@y")])).transient
+    temp = classify(aiosmtplib.SMTPResponseException(451, "try later"))
+    assert temp.transient and temp.code == 451 and not temp.infrastructure
+    down = classify(ConnectionRefusedError("refused"))
+    assert down.transient and down.infrastructure and down.kind == "connection"
+    auth = classify(aiosmtplib.SMTPAuthenticationError(535, "bad credentials"))
+    assert auth.transient and auth.infrastructure  # a config problem: retried, not failed
+    with pytest.raises(ZeroDivisionError):
+        classify(ZeroDivisionError())
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans()), max_size=60))
+def test_committed_offsets_never_pass_an_unfinished_record(ops: list[tuple[int, bool]]) -> None:
+    tracker = OffsetTracker()
+    tp = TopicPartition("t", 0)
+    next_offset, open_offsets = 0, []
+    for pick, add in ops:
+        if add or not open_offsets:
+            tracker.add(tp, next_offset)
+            open_offsets.append(next_offset)
+            next_offset += 1
+        else:
+            tracker.done(tp, open_offsets.pop(pick % len(open_offsets)))
+        position = tracker.committable().get(tp)
+        if position is not None:
+            assert all(o >= position for o in open_offsets)
+            tracker.committed({tp: position})
+    for o in open_offsets:
+        tracker.done(tp, o)
+    if next_offset:
+        assert tracker.committable().get(tp, next_offset) == next_offset
+
+
+@given(st.integers(1, 40))
+def test_backoff_grows_with_jitter_and_is_capped(attempt: int) -> None:
+    delay = backoff(attempt, 0.5, 30.0)
+    ceiling = min(30.0, 0.5 * 2 ** (attempt - 1))
+    assert ceiling / 2 <= delay <= ceiling
+
+
+# --- pool and sink against a real aiosmtpd server ------------------------------------------------
+
+async def test_pool_reuses_connections_authenticates_and_recovers(tmp_path: Path) -> None:
+    with SmtpSink(tmp_path / "mail", auth=("user", "p@ss word")) as sink:
+        pool = SmtpPool(SmtpConfig.from_url(sink.url), 2)
+        mails = [plain_mail(subject=f"m{i}", text="t", to=[f"r{i}@example.com"],
+                            mail_from=FROM) for i in range(20)]
+        await asyncio.gather(*(pool.send(m, "no-reply@hookstream.local", [f"r{i}@example.com"])
+                               for i, m in enumerate(mails)))
+        assert len(sink.files()) == 20
+        bad = SmtpPool(SmtpConfig.from_url(sink.url.replace("p%40ss", "wrong")), 1)
+        with pytest.raises(SendError) as exc:
+            await bad.send(mails[0], "no-reply@hookstream.local", ["r0@example.com"])
+        assert exc.value.code == 535 and exc.value.infrastructure
+        await bad.close()
+        sink.stop()
+        with pytest.raises(SendError) as exc:
+            await pool.send(mails[0], "no-reply@hookstream.local", ["r0@example.com"])
+        assert exc.value.transient and exc.value.kind == "connection"
+        sink.start()  # back on the same port: the pool reconnects by itself
+        await pool.send(mails[0], "no-reply@hookstream.local", ["r0@example.com"])
+        assert len(sink.files()) == 21
+        await pool.close()
+    assert sorted(str(m["Subject"]) for m in sink.messages())[:2] == ["m0", "m0"]
+
+
+async def test_metrics_and_health_endpoint() -> None:
+    import httpx
+
+    from hookstream.kafka.launcher import free_port
+    from notifier.http import HealthServer
+
+    state = {"consumer": False}
+    server = HealthServer("127.0.0.1", free_port(), lambda: dict(state))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert (await client.get("/healthz")).status_code == 503
+            state["consumer"] = True
+            r = await client.get("/healthz")
+            assert r.status_code == 200 and r.json()["status"] == "ok"
+            metrics = (await client.get("/metrics")).text
+            for name in ("hookstream_invitations_sent_total", "hookstream_smtp_seconds_bucket",
+                         "hookstream_alerts_sent_total", "hookstream_automations_disabled_total"):
+                assert name in metrics
+            assert (await client.get("/nope")).status_code == 404
+    finally:
+        await server.stop()
+
+
+# --- the exactly-once claim (SQL) -----------------------------------------------------------
+
+async def test_claim_guards_one_send_and_takes_over_a_dead_senders_lease(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from automations.store.db import migrate
+    from notifier import store
+
+    from .conftest import invitation, make_snapshot
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    migrate(url)
+    db = store.Db(url)
+    try:
+        req = invitation(make_snapshot())
+        lease = timedelta(minutes=2)
+        kw = {"survey_name": "S", "lease": lease, "message_id": "<m@h>"}
+        first = await db.tx(store.claim, req, owner="A", **kw)
+        assert first.kind == "new" and len(first.token) >= 32
+        # Another notifier while A's lease is alive: busy, it must wait.
+        assert (await db.tx(store.claim, req, owner="B", **kw)).kind == "busy"
+        # A died: once the lease ran out, B takes over (same token: same personal link).
+        taken = await db.tx(store.claim, req, owner="B", **{**kw, "lease": timedelta(0)})
+        assert taken.kind == "reclaimed" and taken.token == first.token
+        await db.tx(store.finish, req["invitation_id"], status="sent", attempts=2,
+                    smtp_code=250)
+        done = await db.tx(store.claim, req, owner="C", **kw)
+        assert (done.kind, done.status, done.attempts, done.outcome_published) == \
+            ("final", "sent", 2, False)
+        await db.tx(store.mark_published, [req["invitation_id"]])
+        assert (await db.tx(store.claim, req, owner="C", **kw)).outcome_published
+        # Concurrent claims of many invitations in one batch: each gets its own row.
+        reqs = [invitation(make_snapshot(), email=f"x{i}@example.com") for i in range(50)]
+        claims = await asyncio.gather(*(db.tx(store.claim, r, owner="A", **kw) for r in reqs))
+        assert {c.kind for c in claims} == {"new"} and len({c.token for c in claims}) == 50
+    finally:
+        await db.close()
