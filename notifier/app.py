@@ -79,7 +79,7 @@ class Notifier:
                 interval=s.alert_interval_seconds, disable_after=s.disable_after,
                 admin_url=s.admin_url, group_id=f"{self.group_id}-alerts")
             if self.http:
-                server = HealthServer("127.0.0.1", s.notifier_port, self.health)
+                server = HealthServer(s.metrics_host, s.notifier_port, self.health)
                 await server.start()
                 stack.push_async_callback(server.stop)
             for service in (self.invitations, self.alerts):
