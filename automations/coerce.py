@@ -29,6 +29,7 @@ Per type:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -59,8 +60,9 @@ class CoercionError(ValueError):
         super().__init__(f"{message}: {reason}" if reason else message)
 
 
-class _Unfit(Exception):
-    """Internal: the value does not fit; carries an optional value-free reason."""
+class Unfit(Exception):
+    """Internal (and `process.py`'s, which calls COERCERS directly): the value does not fit;
+    carries an optional value-free reason."""
 
     def __init__(self, reason: str | None = None) -> None:
         super().__init__(reason)
@@ -93,7 +95,7 @@ def _text(v: Any, _: Variable) -> str:
         return str(v)
     if t is float and math.isfinite(v):
         return repr(v)
-    raise _Unfit(_kind(v))
+    raise Unfit(_kind(v))
 
 
 # --- number --------------------------------------------------------------------------------
@@ -110,26 +112,26 @@ def _number(v: Any, _: Variable) -> int | float:
     if t is float:
         if math.isfinite(v):
             return v  # type: ignore[no-any-return]
-        raise _Unfit("not a finite number")
+        raise Unfit("not a finite number")
     if t is not str:
-        raise _Unfit(_kind(v))
+        raise Unfit(_kind(v))
     s = v.strip()
     if len(s) > 100:
-        raise _Unfit("the text is too long to be a number")
+        raise Unfit("the text is too long to be a number")
     if _INT_RE.fullmatch(s):
         return int(s)
     if _FLOAT_RE.fullmatch(s):
         f = float(s)
         if math.isfinite(f):
             return f
-        raise _Unfit("not a finite number")
+        raise Unfit("not a finite number")
     m = _COMMA_RE.fullmatch(s)
     if m:
         if len(m.group(2)) == 3:
-            raise _Unfit("a comma followed by three digits is ambiguous (decimal comma or "
+            raise Unfit("a comma followed by three digits is ambiguous (decimal comma or "
                          "thousands separator); write the number with a decimal point")
         return float(f"{m.group(1)}.{m.group(2)}")
-    raise _Unfit("the text does not read as a number")
+    raise Unfit("the text does not read as a number")
 
 
 # --- date ----------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ def _date(v: Any, _: Variable) -> str:
     if isinstance(v, date):
         return v.isoformat()
     if type(v) is not str:
-        raise _Unfit(_kind(v))
+        raise Unfit(_kind(v))
     s = v.strip()
     try:
         if len(s) == 10 and _ISO_DATE_RE.fullmatch(s):
@@ -155,8 +157,8 @@ def _date(v: Any, _: Variable) -> str:
         if m:
             return date(int(m.group(4)), int(m.group(3)), int(m.group(1))).isoformat()
     except ValueError as exc:
-        raise _Unfit("not a valid calendar date") from exc
-    raise _Unfit("the text does not read as a date")
+        raise Unfit("not a valid calendar date") from exc
+    raise Unfit("the text does not read as a date")
 
 
 # --- boolean -------------------------------------------------------------------------------
@@ -175,8 +177,8 @@ def _boolean(v: Any, _: Variable) -> bool:
         b = _BOOLEAN_TEXT.get(v.strip().lower())
         if b is not None:
             return b
-        raise _Unfit("the text is not one of true/false, yes/no, ja/nee, 1/0")
-    raise _Unfit(_kind(v))
+        raise Unfit("the text is not one of true/false, yes/no, ja/nee, 1/0")
+    raise Unfit(_kind(v))
 
 
 # --- email ---------------------------------------------------------------------------------
@@ -200,6 +202,17 @@ def normalize_email(value: Any) -> str:
     local, domain = s.split("@")
     if not local or len(local) > 64 or not _LOCAL_RE.fullmatch(local):
         raise ValueError("the part before the @ is not valid")
+    return f"{local}@{_domain(domain)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain(domain: str) -> str:
+    # Most addresses share a few domains: check each once (a refused one raises, uncached).
+    return _check_domain(domain)
+
+
+def _check_domain(domain: str) -> str:
+    """The lower-cased domain, or ValueError."""
     domain = domain.lower()
     if domain.endswith("."):
         raise ValueError("the domain ends with a dot")
@@ -215,14 +228,14 @@ def normalize_email(value: Any) -> str:
         raise ValueError("the domain is not valid (like example.com)")
     if labels[-1].isdigit():
         raise ValueError("the domain is not valid (like example.com)")
-    return f"{local}@{domain}"
+    return domain
 
 
 def _email(v: Any, _: Variable) -> str:
     try:
         return normalize_email(v)
     except ValueError as exc:
-        raise _Unfit(str(exc)) from exc
+        raise Unfit(str(exc)) from exc
 
 
 # --- choice --------------------------------------------------------------------------------
@@ -234,18 +247,18 @@ def _choice(v: Any, variable: Variable) -> str:
     elif t is int or (t is float and math.isfinite(v)):
         s = str(v)
     else:
-        raise _Unfit(_kind(v))
+        raise Unfit(_kind(v))
     if s in variable.options:
         return s
     folded = s.strip().casefold()
     for option in variable.options:
         if option.strip().casefold() == folded:
             return option
-    raise _Unfit(f"the options are: {', '.join(variable.options)}" if variable.options
+    raise Unfit(f"the options are: {', '.join(variable.options)}" if variable.options
                  else "the variable has no options")
 
 
-_COERCERS: Final[dict[str, Callable[[Any, Variable], Any]]] = {
+COERCERS: Final[dict[str, Callable[[Any, Variable], Any]]] = {
     "text": _text, "number": _number, "date": _date, "boolean": _boolean,
     "email": _email, "choice": _choice,
 }
@@ -255,10 +268,10 @@ def coerce(value: Any, variable: Variable) -> Any:
     """`value` as the type of `variable`; None stays None; raises CoercionError."""
     if value is None:
         return None
-    fn = _COERCERS.get(variable.type)
+    fn = COERCERS.get(variable.type)
     if fn is None:
         raise CoercionError(variable.name, variable.type, "unknown variable type")
     try:
         return fn(value, variable)
-    except _Unfit as exc:
+    except Unfit as exc:
         raise CoercionError(variable.name, variable.type, exc.reason) from None

@@ -32,7 +32,7 @@ CONFIG_GRACE_S = 2.0
 
 class RawProcessor:
     def __init__(self, bootstrap: str, topics: Topics, group_id: str, config: ConfigCache,
-                 day_seconds: float, max_records: int = 2000) -> None:
+                 day_seconds: float, max_records: int = 6000) -> None:
         self.config = config
         self.transformer = Transformer(topics, config.get, day_seconds)
         self.loop = TransactionalLoop(
@@ -65,12 +65,17 @@ class RawProcessor:
                       ) -> tuple[list[Output], AfterCommit | None]:
         outputs: list[Output] = []
         transform = self.transformer.transform
+        known: bytes | None = None  # the last key found configured: no need to look again
         for i, r in enumerate(records):
             if i % 256 == 255:
                 await asyncio.sleep(0)  # let the scheduler's release and heartbeats run
-            if r.key is not None and self.config.get(r.key.decode("utf-8", "replace")) is None:
-                await self._grace(r)
-            outputs += transform(RawRecord(r.key, r.value, r.headers, r.partition, r.offset,
+            key = r.key
+            if key is not None and key != known:
+                if self.config.get(key.decode("utf-8", "replace")) is None:
+                    await self._grace(r)
+                else:
+                    known = key
+            outputs += transform(RawRecord(key, r.value, r.headers, r.partition, r.offset,
                                            r.timestamp))
         return outputs, None
 

@@ -9,10 +9,11 @@ anything it does not expect falls back to the codec.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from schemas import codec
 
@@ -23,27 +24,46 @@ _FIELDS = ("invitation_id", "automation_id", "automation_version", "survey_id", 
            "record_index", "email", "variables", "received_at", "due_at", "delay_days")
 
 
-def _long(n: int, out: bytearray) -> None:
+_SMALL: Final = tuple(bytes((n << 1,)) for n in range(64))  # 0..63 as one zigzag byte
+
+
+def _long(n: int) -> bytes:
     if 0 <= n < 64:
-        out.append(n << 1)  # the usual small count or index: one byte
-        return
+        return _SMALL[n]  # the usual small count or index: one byte
+    return _varint(n)
+
+
+# Timestamps repeat: due_at is received_at when there is no delay, and at thousands of
+# records a second many share their millisecond. The loop below costs ~2 us; a hit 0.2.
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: 64.0 is not the long 64
+def _varint(n: int) -> bytes:
     if not _LONG_MIN <= n <= _LONG_MAX:
         raise OverflowError("out of the Avro long range")
     z = (n << 1) ^ (n >> 63)
+    out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
         z >>= 7
     out.append(z)
+    return bytes(out)
 
 
-def _string(s: str, out: bytearray) -> None:
+def _string(s: str) -> bytes:
     b = s.encode()
     n = len(b)
-    if n < 64:
-        out.append(n << 1)
-    else:
-        _long(n, out)
-    out += b
+    return (_SMALL[n] if n < 64 else _long(n)) + b
+
+
+_KEYS: dict[str, bytes] = {}  # variable names as Avro strings: the same few on every record
+
+
+def _key(name: str) -> bytes:
+    b = _KEYS.get(name)
+    if b is None:
+        b = _string(name)
+        if len(_KEYS) < 4096:
+            _KEYS[name] = b
+    return b
 
 
 def _millis(v: int | datetime) -> int:
@@ -52,45 +72,57 @@ def _millis(v: int | datetime) -> int:
     return v
 
 
+def invitation_static(automation_id: str, automation_version: int, survey_id: str) -> bytes:
+    """The fields that are the same for every invitation of one automation snapshot, encoded
+    once; pass it to `encode_invitation_fields`."""
+    return _string(automation_id) + _long(automation_version) + _string(survey_id)
+
+
+def encode_invitation_fields(invitation_id: str, static: bytes, event_id: str,
+                             record_index: int, email: str, variables: Mapping[str, Any],
+                             received_at: int, due_at: int, delay_days: int) -> bytes:
+    """The InvitationRequested bytes from its fields (`static` from `invitation_static`).
+    Variable values must be None/bool/int/float/str (TypeError otherwise); the caller
+    falls back to `encode_invitation` / the codec."""
+    parts = [_PREFIX, _string(invitation_id), static, _string(event_id), _long(record_index),
+             _string(email)]
+    if variables:
+        parts.append(_long(len(variables)))
+        for key, value in variables.items():
+            parts.append(_key(key))
+            t = type(value)
+            if t is str:
+                parts.append(b"\x08")
+                parts.append(_string(value))
+            elif t is int:
+                parts.append(b"\x04")
+                parts.append(_long(value))
+            elif t is bool:
+                parts.append(b"\x02\x01" if value else b"\x02\x00")
+            elif t is float:
+                parts.append(b"\x06")
+                parts.append(_DOUBLE(value))
+            elif value is None:
+                parts.append(b"\x00")
+            else:
+                raise TypeError(t)
+    parts.append(b"\x00")
+    parts.append(_long(received_at))
+    parts.append(_long(due_at))
+    parts.append(_long(delay_days))
+    return b"".join(parts)
+
+
 def encode_invitation(rec: Mapping[str, Any]) -> bytes:
     """`schemas.codec.encode("InvitationRequested", rec)`, faster."""
     try:
-        out = bytearray(_PREFIX)
-        _string(rec["invitation_id"], out)
-        _string(rec["automation_id"], out)
-        _long(rec["automation_version"], out)
-        _string(rec["survey_id"], out)
-        _string(rec["event_id"], out)
-        _long(rec["record_index"], out)
-        _string(rec["email"], out)
-        variables = rec["variables"]
-        if variables:
-            _long(len(variables), out)
-            for key, value in variables.items():
-                _string(key, out)
-                t = type(value)
-                if value is None:
-                    out.append(0)
-                elif t is bool:
-                    out.append(2)
-                    out.append(1 if value else 0)
-                elif t is int:
-                    out.append(4)
-                    _long(value, out)
-                elif t is float:
-                    out.append(6)
-                    out += _DOUBLE(value)
-                elif t is str:
-                    out.append(8)
-                    _string(value, out)
-                else:
-                    raise TypeError(t)
-        out.append(0)
-        _long(_millis(rec["received_at"]), out)
-        _long(_millis(rec["due_at"]), out)
-        _long(rec["delay_days"], out)
         if len(rec) != len(_FIELDS):
             raise KeyError("unexpected fields")
-        return bytes(out)
+        return encode_invitation_fields(
+            rec["invitation_id"],
+            invitation_static(rec["automation_id"], rec["automation_version"],
+                              rec["survey_id"]),
+            rec["event_id"], rec["record_index"], rec["email"], rec["variables"],
+            _millis(rec["received_at"]), _millis(rec["due_at"]), rec["delay_days"])
     except (KeyError, TypeError, OverflowError, AttributeError):
         return codec.encode("InvitationRequested", rec)  # the codec explains what is wrong

@@ -33,7 +33,11 @@ from automations.snapshot import AutomationSnapshot
 from hookstream.kafka.topics import Topics
 from schemas import codec
 from streams import metrics
-from streams.fast_avro import encode_invitation
+from streams.fast_avro import (
+    encode_invitation,
+    encode_invitation_fields,
+    invitation_static,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +104,19 @@ class Transformer:
         self.config = config
         self.day_ms = day_seconds * 1000.0
         self.clock = clock
+        # The encoded fields every invitation of a snapshot shares, by snapshot identity
+        # (snapshots are immutable; a new version is a new object).
+        self._static: dict[int, tuple[AutomationSnapshot, bytes]] = {}
 
     def transform(self, rec: RawRecord) -> list[Output]:
         headers = list(rec.headers)
+        hdr = dict(reversed(headers))  # name -> value of its first occurrence, as header()
         automation_id = rec.key.decode("utf-8", "replace") if rec.key else ""
         body = rec.value or b""
-        event_id = _text(header(headers, "request-id")) or \
+        event_id = _text(hdr.get("request-id")) or \
             f"{self.topics.raw}/{rec.partition}/{rec.offset}"
-        received_at = _int(header(headers, "received-at")) or rec.timestamp_ms
-        fixed_index = _int(header(headers, "record-index"))
+        received_at = _int(hdr.get("received-at")) or rec.timestamp_ms
+        fixed_index = _int(hdr.get("record-index"))
 
         snapshot = self.config(automation_id)
         if snapshot is None:
@@ -120,7 +128,7 @@ class Transformer:
                               "The automation is disabled; enable it and replay the record from "
                               "the dead-letter topic.", None)
 
-        content_type = (_text(header(headers, "content-type")) or "application/json")
+        content_type = (_text(hdr.get("content-type")) or "application/json")
         try:
             # Non-objects in a batch are rejected one by one below, not the whole body.
             parsed = parse_body(body, content_type, require_objects=False)
@@ -131,17 +139,18 @@ class Transformer:
         compiled = compile_automation(snapshot)
         single = len(parsed) == 1 and fixed_index is None and (
             body[:1] == b"{" or body.lstrip()[:1] == b"{")
+        process = compiled.process
         out: list[Output] = []
         for i, record in enumerate(parsed):
             index = fixed_index + i if fixed_index is not None else i
             record_bytes = body if (single or fixed_index is not None) else None
-            if not isinstance(record, Mapping):
+            if type(record) is not dict and not isinstance(record, Mapping):
                 out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
                                   event_id, index, "not_object",
                                   f"Record {index} is not a JSON object.", None)
                 continue
             try:
-                verdict = compiled.process(record)
+                verdict = process(record)
             except Exception as exc:  # noqa: BLE001 - an engine bug must not stop the stream
                 log.exception("engine failed on %s record %d of event %s", automation_id, index,
                               event_id)
@@ -150,13 +159,14 @@ class Transformer:
                                   f"The record could not be processed ({type(exc).__name__}).",
                                   None)
                 continue
-            if isinstance(verdict, Accepted):
+            kind = type(verdict)
+            if kind is Accepted:
                 out.append(self._invitation(snapshot, event_id, index, verdict, received_at))
                 _ACCEPTED.inc()
-            elif isinstance(verdict, FilteredOut):
+            elif kind is FilteredOut:
                 _filtered(automation_id).inc()
                 _FILTERED.inc()
-            elif isinstance(verdict, Rejected):
+            elif kind is Rejected:
                 first = verdict.errors[0]
                 detail = " ".join(e.detail for e in verdict.errors)
                 out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
@@ -170,14 +180,28 @@ class Transformer:
         inv_id = invitation_id(snap.id, event_id, index)
         delay = snap.delay_days
         due_at = received_at + int(delay * self.day_ms)
-        value = encode_invitation({
-            "invitation_id": inv_id, "automation_id": snap.id,
-            "automation_version": snap.version, "survey_id": snap.survey_id,
-            "event_id": event_id, "record_index": index, "email": verdict.email,
-            "variables": {k: v if type(v) in _SIMPLE else plain(v)
-                          for k, v in verdict.variables.items()},
-            "received_at": received_at, "due_at": due_at, "delay_days": delay,
-        })
+        entry = self._static.get(id(snap))
+        if entry is not None and entry[0] is snap:
+            static = entry[1]
+        else:
+            if len(self._static) > 1024:
+                self._static.clear()  # snapshots replaced over time: bounded, rebuilt on use
+            static = invitation_static(snap.id, snap.version, snap.survey_id)
+            self._static[id(snap)] = (snap, static)  # holding snap keeps its id unique
+        try:
+            value = encode_invitation_fields(inv_id, static, event_id, index, verdict.email,
+                                             verdict.variables, received_at, due_at, delay)
+        except (TypeError, OverflowError):
+            # A value the fast writer does not take as it is (a date, a Decimal...): plain it
+            # and let the general writer (or the codec, which names the problem) handle it.
+            value = encode_invitation({
+                "invitation_id": inv_id, "automation_id": snap.id,
+                "automation_version": snap.version, "survey_id": snap.survey_id,
+                "event_id": event_id, "record_index": index, "email": verdict.email,
+                "variables": {k: v if type(v) in _SIMPLE else plain(v)
+                              for k, v in verdict.variables.items()},
+                "received_at": received_at, "due_at": due_at, "delay_days": delay,
+            })
         if delay > 0:
             _SCHEDULED.inc()
             return Output(self.topics.scheduled, inv_id.encode(), value,

@@ -107,7 +107,7 @@ async def answers_metadata(bootstrap: str, timeout: float = 3.0) -> bool:
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     # While we poll a starting broker, refused connections are expected, not errors to print.
-    conn_log = logging.getLogger("aiokafka.conn")
+    conn_log = logging.getLogger("aiokafka")
     level = conn_log.level
     conn_log.setLevel(logging.CRITICAL)
     try:

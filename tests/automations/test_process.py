@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from automations.process import (
+    INVITATION_NAMESPACE,
     Accepted,
     BodyError,
     FilteredOut,
@@ -130,6 +131,14 @@ def test_invitation_id_is_deterministic_uuid5() -> None:
 def test_invitation_id_is_stable_across_releases() -> None:
     # Pinned: changing the namespace or the name format would mail invitations twice.
     assert invitation_id("auto-1", "evt-1", 0) == "f36dab26-5227-59af-ae09-44894ce8fdab"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.text(max_size=60), st.integers(0, 2**40))
+def test_invitation_id_equals_uuid5(automation_id: str, event_id: str, index: int) -> None:
+    # invitation_id hashes with SHA-1 directly (faster); it must stay uuid.uuid5 exactly.
+    expected = uuid.uuid5(INVITATION_NAMESPACE, f"{automation_id}:{event_id}:{index}")
+    assert invitation_id(automation_id, event_id, index) == str(expected)
 
 
 # --- process -------------------------------------------------------------------------------
