@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from pathlib import Path
 
 import typer
@@ -20,8 +19,7 @@ app.add_typer(kafka_app, name="kafka")
 AREA_CLIS = ("automations.cli", "ingress.cli", "streams.cli", "notifier.cli", "ops.cli",
              "hookstream.up")
 for _module in AREA_CLIS:
-    if importlib.util.find_spec(_module) is not None:  # areas land one by one
-        importlib.import_module(_module).register(app)
+    importlib.import_module(_module).register(app)
 
 
 def _local_kafka(port: int | None, data_dir: Path | None) -> LocalKafka:
