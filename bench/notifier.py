@@ -1,7 +1,8 @@
 """Notifier benchmark (`make bench-notifier`).
 
-1. mails_per_s: rendered invitations into a local aiosmtpd sink (`hookstream smtp-sink`, its
-   own process, writing .eml files) over the notifier's SMTP pool
+1. mails_per_s: rendered invitations into a local aiosmtpd sink (bench/notifier_sink.py, its
+   own process: aiosmtpd with a lean handler that counts mails in memory instead of writing
+   .eml files) over the notifier's SMTP pool
    (HOOKSTREAM_SMTP_CONCURRENCY connections, reused), against a baseline in the same run that
    opens one connection per mail at the same concurrency. Median of RUNS runs each.
 2. e2e: webhooks at RATE/s for SECONDS s (delay 0) through ingress -> worker -> notifier
@@ -40,6 +41,11 @@ SENDER = "no-reply@hookstream.local"
 BODY = ("Dear {{ name }} from {{ city }},\n\nThank you for your order {{ order }}. Would you "
         "tell us how it went? It takes two minutes:\n\n{{ survey_link }}\n\nKind regards,\n"
         "The webshop team\n")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -104,29 +110,41 @@ def run(coro: Coroutine[Any, Any, float]) -> float:
     return uvloop.run(coro)
 
 
-def bench_mails(runs: int, n: int, concurrency: int) -> tuple[float, float]:
+def bench_mails(runs: int, n: int, concurrency: int, sink_kind: str = "lean",
+                ) -> tuple[float, float]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-mail-") as folder:
-        sink = subprocess.Popen(
-            [sys.executable, "-m", "hookstream.cli", "smtp-sink", "--dir", folder,
-             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+        accepted = Path(folder) / "accepted.log"
+        if sink_kind == "lean":
+            cmd = [sys.executable, str(ROOT / "bench" / "notifier_sink.py"), "--port",
+                   str(port), "--out", str(accepted)]
+        else:  # `hookstream smtp-sink` as `make run` uses it: an .eml file per mail
+            cmd = [sys.executable, "-m", "hookstream.cli", "smtp-sink", "--dir", folder,
+                   "--port", str(port)]
+        sink = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
         try:
             wait_port(port)
             config = SmtpConfig.from_url(f"smtp://127.0.0.1:{port}")
             pooled, baseline = [], []
             for r in range(runs):
-                pooled.append(run(pooled_run(config, concurrency, mails(n))))
+                batch = mails(n)
+                cpu0, sink0 = time.process_time(), _cpu_seconds(sink.pid)
+                pooled.append(run(pooled_run(config, concurrency, batch)))
+                ms = {"client": (time.process_time() - cpu0) * 1000 / n,
+                      "sink": (_cpu_seconds(sink.pid) - sink0) * 1000 / n}
                 baseline.append(run(per_mail_run(config, concurrency, mails(n // 2))))
-                print(f"# run {r + 1}: pooled {pooled[-1]:.0f}/s, one connection per mail "
-                      f"{baseline[-1]:.0f}/s", file=sys.stderr)
-            received = len(list(Path(folder).glob("*.eml")))
-            expected = runs * (n + n // 2)
-            if received != expected:
-                raise RuntimeError(f"the sink kept {received} mails, expected {expected}")
+                print(f"# run {r + 1}: pooled {pooled[-1]:.0f}/s (CPU ms per mail: sending "
+                      f"{ms['client']:.2f}, aiosmtpd sink {ms['sink']:.2f}), one connection "
+                      f"per mail {baseline[-1]:.0f}/s", file=sys.stderr)
         finally:
             sink.terminate()
             sink.wait(10)
+        received = (len(accepted.read_bytes().splitlines()) if sink_kind == "lean"
+                    else len(list(Path(folder).glob("*.eml"))))
+        expected = runs * (n + n // 2)
+        if received != expected:
+            raise RuntimeError(f"the sink accepted {received} mails, expected {expected}")
     return statistics.median(pooled), statistics.median(baseline)
 
 
@@ -139,9 +157,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="e2e webhooks per second")
     ap.add_argument("--seconds", type=float, default=60.0, help="e2e duration")
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--sink", choices=("lean", "eml"), default="lean",
+                    help="mails_per_s into bench/notifier_sink.py (aiosmtpd, mails counted in "
+                         "memory) or into `hookstream smtp-sink` (aiosmtpd, an .eml file each)")
     args = ap.parse_args()
 
-    pooled, baseline = bench_mails(args.runs, args.mails, args.concurrency)
+    pooled, baseline = bench_mails(args.runs, args.mails, args.concurrency, args.sink)
     line = f"mails_per_s={pooled:.0f} baseline_mails_per_s={baseline:.0f}"
     if not args.skip_e2e:
         from bench.notifier_e2e import run_e2e

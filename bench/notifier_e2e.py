@@ -28,33 +28,75 @@ from automations.process import invitation_id  # noqa: E402
 from hookstream.kafka.launcher import LocalKafka, free_port  # noqa: E402
 
 TOKEN = "bench-admin-token"
-_MSGID = re.compile(rb"^Message-ID:\s*<([0-9a-f-]{36})\.invitation@", re.MULTILINE | re.I)
+_MSGID = re.compile(rb"^([0-9a-f-]{36})\.invitation@", re.I)
 
 
 class Accepted:
-    """Invitation id -> the time the SMTP sink accepted its mail. The sink (`hookstream
-    smtp-sink`, its own process, so this one's load cannot skew its clock readings) names
-    each .eml file by the nanosecond it accepted it; the Message-ID carries the invitation."""
+    """Invitation id -> the time the SMTP server accepted its mail. The server
+    (bench/notifier_sink.py: aiosmtpd, its own process, so this one's load cannot skew its
+    clock readings) appends `<epoch ns> <Message-ID>` per accepted mail to one file; the
+    Message-ID carries the invitation id."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.at: dict[str, float] = {}
-        self._seen: set[str] = set()
+        self._read = 0
 
     def scan(self) -> None:
-        for path in self.folder.glob("*.eml"):
-            if path.name in self._seen:
-                continue
-            self._seen.add(path.name)
-            m = _MSGID.search(path.read_bytes()[:4096])
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._read)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1  # a line being written stays for the next scan
+        self._read += end
+        for line in data[:end].splitlines():
+            at, _, mid = line.partition(b" ")
+            m = _MSGID.match(mid)
             if m:
-                self.at.setdefault(m.group(1).decode(), int(path.name.split("-")[0]) / 1e9)
+                self.at.setdefault(m.group(1).decode(), int(at) / 1e9)
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
     out = (logs / f"{name}.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "hookstream.cli", *args], cwd=ROOT, env=env,
                             stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stage_quantiles(metrics_url: str) -> str:
+    """p50/p99 (bucket upper bounds) of the notifier's invitation age by stage: how much of
+    the end-to-end time is spent before the notifier fetches the invitation."""
+    text = httpx.get(metrics_url, timeout=5).text
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for m in re.finditer(r'^hookstream_invitation_age_seconds_bucket\{le="([^"]+)",'
+                         r'stage="([^"]+)"\} ([0-9.e+]+)$', text, re.MULTILINE):
+        buckets.setdefault(m.group(2), []).append((float(m.group(1)), float(m.group(3))))
+    parts = []
+    for stage, rows in sorted(buckets.items()):
+        rows.sort()
+        total = rows[-1][1]
+        if not total:
+            continue
+        q = {p: next(le for le, n in rows if n >= p * total) for p in (0.5, 0.99)}
+        parts.append(f"{stage} p50<={q[0.5] * 1000:.0f}ms p99<={q[0.99] * 1000:.0f}ms")
+    rows = sorted((float(m.group(1)), float(m.group(2))) for m in re.finditer(
+        r'^hookstream_notifier_invitation_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', text,
+        re.MULTILINE))
+    if rows and rows[-1][1]:
+        q = {p: next(le for le, n in rows if n >= p * rows[-1][1]) for p in (0.5, 0.99)}
+        parts.append(f"fetch->accepted p50<={q[0.5] * 1000:.0f}ms p99<={q[0.99] * 1000:.0f}ms")
+    return "; ".join(parts)
+
+
+def _name(p: subprocess.Popen) -> str:
+    return "smtp-sink" if str(p.args[1]).endswith("notifier_sink.py") else str(p.args[3])
+
+
+def _spawn_sink(port: int, out: Path, env: dict[str, str], logs: Path) -> subprocess.Popen:
+    log = (logs / "smtp-sink.log").open("wb")
+    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "notifier_sink.py"),
+                             "--port", str(port), "--out", str(out)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 async def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen],
@@ -140,8 +182,30 @@ async def _load(ingress_url: str, aid: str, key: str, rate: float, seconds: floa
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU of a process and its live descendants (ingress may run worker processes)."""
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process just ended
+        child = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        ticks[child] = int(fields[11]) + int(fields[12])
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += ticks.get(p, 0)
+        todo.extend(children.get(p, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, all) jiffies of the whole machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 async def _sample_lag(stop: asyncio.Event, every: float = 10.0) -> None:
@@ -173,7 +237,7 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
                            heap="1g", log_level="WARN")
         kafka.start()
         bootstrap = kafka.bootstrap
-    accepted = Accepted(tmp / "mail")
+    accepted = Accepted(tmp / "accepted.log")
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     os.environ["HOOKSTREAM_KAFKA_BOOTSTRAP"], os.environ["BENCH_PREFIX"] = bootstrap, prefix
     ports = {k: free_port() for k in ("admin", "ingress", "worker", "notifier", "smtp")}
@@ -193,8 +257,7 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
            "HOOKSTREAM_RATE_BURST": "100000"}
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(_spawn("smtp-sink", ["smtp-sink", "--dir", str(tmp / "mail"), "--port",
-                                          str(ports["smtp"])], env, logs))
+        procs.append(_spawn_sink(ports["smtp"], tmp / "accepted.log", env, logs))
         procs.append(_spawn("admin", ["admin", "--log-level", "warning"], env, logs))
         asyncio.run(_wait_http(f"{env['HOOKSTREAM_ADMIN_URL']}/readyz", 90, procs, logs))
         aid, key = asyncio.run(_seed(env["HOOKSTREAM_ADMIN_URL"]))
@@ -208,8 +271,11 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
                                logs))
         import uvloop
 
-        cpu0 = {p.args[3]: _cpu_seconds(p.pid) for p in procs}
+        cpu0 = {_name(p): _cpu_seconds(p.pid) for p in procs}
+        busy0 = _machine_busy()
         sent, failures = uvloop.run(_load(ingress_url, aid, key, rate, seconds))
+        busy1 = _machine_busy()
+        machine = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 100
         deadline = time.monotonic() + 60
         accepted.scan()
         while time.monotonic() < deadline and not all(i in accepted.at for i in sent):
@@ -219,15 +285,22 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
                            if i in accepted.at)
         missing = sum(1 for i in sent if i not in accepted.at)
         cpu = {name: (_cpu_seconds(p.pid) - cpu0[name]) * 1000 / max(1, len(sent))
-               for p in procs if (name := p.args[3]) in cpu0}
+               for p in procs if (name := _name(p)) in cpu0}
         cpu_text = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        try:
+            stages = _stage_quantiles(f"http://127.0.0.1:{ports['notifier']}/metrics")
+        except httpx.HTTPError as exc:
+            stages = f"notifier metrics unavailable ({exc})"
+
         if not latencies:
             raise RuntimeError(f"no mail arrived; logs in {logs}")
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         info = (f"{len(sent)} webhooks accepted at {rate:.0f}/s for {seconds:.0f}s, "
                 f"{len(latencies)} mails, {missing} missing, {failures} non-202, "
-                f"max {latencies[-1]:.0f} ms; CPU ms per webhook: {cpu_text}; logs in {logs}")
+                f"max {latencies[-1]:.0f} ms; notifier stages: {stages}; CPU ms per webhook: "
+                f"{cpu_text}; machine busy {machine:.0f}% of {os.cpu_count()} cores during "
+                f"the load; logs in {logs}")
         return p50, p99, info
     finally:
         for p in reversed(procs):

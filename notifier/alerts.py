@@ -22,18 +22,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
 from hookstream.kafka.topics import Topics
 from notifier import store
+from notifier.consuming import ConsumerService, TrackedConsumer
 from notifier.control_plane import ControlPlane
 from notifier.mailer import SendError, SmtpPool
 from notifier.metrics import ALERTS_SENT, AUTOMATIONS_DISABLED, ERRORS_RECORDED
-from notifier.offsets import OffsetTracker
 from notifier.render import plain_mail, sender_address
 from schemas import codec
 
@@ -63,12 +61,15 @@ class _Pending:
         return sum(self.counts.values())
 
 
-class AlertService:
+class AlertService(ConsumerService):
     def __init__(self, *, bootstrap: str, topics: Topics, config: ConfigCache, pool: SmtpPool,
                  db: store.Db, control_plane: ControlPlane, mail_from: str,
                  interval: float, disable_after: int, admin_url: str,
                  group_id: str = "hookstream-notifier-alerts") -> None:
-        self.bootstrap = bootstrap
+        # Pending alerts of partitions a rebalance takes away stay pending here: telling
+        # twice beats not telling.
+        super().__init__(TrackedConsumer(bootstrap=bootstrap, group_id=group_id,
+                                         topic=topics.errors))
         self.topics = topics
         self.config = config
         self.pool = pool
@@ -79,28 +80,16 @@ class AlertService:
         self.interval = interval
         self.disable_after = disable_after
         self.admin_url = admin_url.rstrip("/")
-        self.group_id = group_id
-        self._tracker = OffsetTracker()
         self._pending: dict[str, _Pending] = {}
         self._last_alert: dict[str, float] = {}  # loop time of the last alert per automation
         self._disabling: dict[str, asyncio.Task[None]] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
-        self.running = False
-        self.assigned = False
 
     async def run(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed", fetch_max_wait_ms=50)
-        self._consumer.subscribe([self.topics.errors], listener=_Rebalance(self))
-        await self._consumer.start()
+        consumer = await self._in.start()
         self.running = True
-        log.info("alerts consuming %s as group %s", self.topics.errors, self.group_id)
         try:
             while not self._stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=min(200, self._tick_ms()),
+                batches = await consumer.getmany(timeout_ms=min(200, self._tick_ms()),
                                                        max_records=500)
                 work = []
                 for tp, records in batches.items():
@@ -110,37 +99,16 @@ class AlertService:
                 # Together: their SQL shares one batched transaction (a flood stays cheap).
                 await asyncio.gather(*work)
                 await self._flush_due()
-                await self._commit()
+                await self._in.commit()
         finally:
             if self._disabling:  # let an auto-disable under way finish (bounded)
                 await asyncio.wait(list(self._disabling.values()), timeout=15)
-            try:
-                await self._commit()
-            except (KafkaError, OSError) as exc:
-                log.warning("final commit of automations.errors failed: %s", exc)
-            await self._consumer.stop()
+            await self._in.final_commit()
+            await self._in.stop()
             self.running = False
-
-    async def stop(self) -> None:
-        self._stopping.set()
 
     def _tick_ms(self) -> int:
         return max(20, int(self.interval * 1000 / 4))
-
-    async def _commit(self) -> None:
-        offsets = self._tracker.committable()
-        if not offsets or self._consumer is None:
-            return
-        assigned = self._consumer.assignment()
-        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            log.warning("commit on automations.errors refused (a rebalance): %s", exc)
-            return
-        self._tracker.committed(offsets)
 
     # --- each error -------------------------------------------------------------------
 
@@ -319,19 +287,3 @@ def _disabled_text(snap: AutomationSnapshot, consecutive: int, pending: _Pending
     ]) + "\n"
     return subject, text
 
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, service: AlertService) -> None:
-        self.service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        try:
-            await self.service._commit()
-        except (KafkaError, OSError) as exc:
-            log.warning("commit before a rebalance failed: %s", exc)
-        self.service._tracker.forget(revoked)
-        # Pending alerts of revoked partitions stay: telling twice beats not telling.
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.service.assigned = True  # in its group: what health reports as running
-        log.info("assigned %d partitions of %s", len(assigned), self.service.topics.errors)

@@ -13,24 +13,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
 from hookstream.kafka.topics import Topics
 from notifier import events, store
+from notifier.consuming import ConsumerService, TrackedConsumer
 from notifier.mailer import SendError, SmtpPool
-from notifier.metrics import INVITATION_OUTCOMES, INVITATIONS_FAILED, INVITATIONS_SENT, SMTP_RETRIES
+from notifier.metrics import (
+    INVITATION_AGE,
+    INVITATION_OUTCOMES,
+    INVITATIONS_FAILED,
+    INVITATIONS_SENT,
+    NOTIFIER_SECONDS,
+    SMTP_RETRIES,
+)
 from notifier.models import SENT
-from notifier.offsets import OffsetTracker
 from notifier.render import (
     MessageError,
     invitation_mail,
@@ -66,12 +72,14 @@ def backoff(attempt: int, base: float, cap: float) -> float:
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
 
 
-class InvitationService:
+class InvitationService(ConsumerService):
     def __init__(self, *, bootstrap: str, topics: Topics, config: ConfigCache, pool: SmtpPool,
                  producer: AIOKafkaProducer, db: store.Db, survey_base_url: str,
                  mail_from: str, group_id: str = "hookstream-notifier",
                  tuning: Tuning | None = None) -> None:
-        self.bootstrap = bootstrap
+        super().__init__(TrackedConsumer(bootstrap=bootstrap, group_id=group_id,
+                                         topic=topics.due,
+                                         before_commit=self._flush_published))
         self.topics = topics
         self.config = config
         self.pool = pool
@@ -80,31 +88,20 @@ class InvitationService:
         self.survey_base_url = survey_base_url.rstrip("/")
         self.mail_from = mail_from
         self.sender = sender_address(mail_from)
-        self.group_id = group_id
         self.tuning = tuning or Tuning()
         self.owner = f"notifier-{uuid.uuid4()}"
         self._lease = self.tuning.lease(pool.config.timeout)
-        self._tracker = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = defaultdict(int)
         self._published: set[str] = set()  # outcome out, flag not yet written to SQL
-        self._consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
-        self.running = False
-        self.assigned = False
+        self._committing: asyncio.Task[None] | None = None
 
     # --- the consumer loop ------------------------------------------------------------
 
     async def run(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed", fetch_max_wait_ms=50)
-        self._consumer.subscribe([self.topics.due], listener=_Rebalance(self))
-        await self._consumer.start()
+        consumer = await self._in.start()
         self.running = True
-        log.info("notifier consuming %s as group %s", self.topics.due, self.group_id)
         paused = False
         loop = asyncio.get_running_loop()
         last_commit = loop.time()
@@ -113,67 +110,57 @@ class InvitationService:
                 room = self.tuning.max_in_flight - len(self._tasks)
                 if room <= 0 and not paused:
                     # Keep polling (group membership) but fetch nothing until tasks finish.
-                    self._consumer.pause(*self._consumer.assignment())
+                    consumer.pause(*consumer.assignment())
                     paused = True
                 elif room > 0 and paused:
-                    self._consumer.resume(*self._consumer.assignment())
+                    consumer.resume(*consumer.assignment())
                     paused = False
-                batches = await self._consumer.getmany(timeout_ms=100,
-                                                       max_records=max(1, room))
+                batches = await consumer.getmany(timeout_ms=100, max_records=max(1, room))
                 for tp, records in batches.items():
                     for rec in records:
                         self._tracker.add(tp, rec.offset)
                         task = asyncio.create_task(self._work(tp, rec))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
-                if loop.time() - last_commit >= self.tuning.commit_interval:
-                    await self._commit()
+                if (loop.time() - last_commit >= self.tuning.commit_interval
+                        and (self._committing is None or self._committing.done())):
+                    # In the background: fetching and dispatching never wait for a commit.
+                    self._committing = asyncio.create_task(self._commit_now())
                     last_commit = loop.time()
         finally:
             await self._shutdown()
 
-    async def stop(self) -> None:
-        self._stopping.set()
+    async def _commit_now(self) -> None:
+        try:
+            await self._in.commit()
+        except Exception as exc:  # noqa: BLE001 - Kafka or SQL trouble: the next commit retries
+            log.error("offset commit of %s failed (%s: %s); retrying at the next interval",
+                      self.topics.due, type(exc).__name__, exc)
 
     async def _shutdown(self, grace: float = 5.0) -> None:
+        if self._committing is not None:
+            await self._committing  # _commit_now reports its own failures
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        try:
-            await self._commit()
-        except (KafkaError, OSError) as exc:
-            log.warning("final offset commit failed (records will be redelivered and found "
-                        "done): %s", exc)
+        await self._in.final_commit()
         released = await self.db.run(store.release_claims, self.owner)
         if released:
             log.info("released %d unfinished invitations for the next owner", released)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._in.stop()
         self.running = False
 
-    async def _commit(self) -> None:
+    async def _flush_published(self) -> None:
+        # Before offsets move past them: a replay then finds these outcomes already out.
         if self._published:
             ids = set(self._published)  # stay "published" here until SQL says so too
             await self.db.tx(store.mark_published, ids)
             self._published -= ids
-        offsets = self._tracker.committable()
-        if not offsets or self._consumer is None:
-            return
-        assigned = self._consumer.assignment()
-        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            log.warning("offset commit refused (a rebalance); the new owner resumes from the "
-                        "last commit and finds finished invitations done: %s", exc)
-            return
-        self._tracker.committed(offsets)
 
     async def _work(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> None:
+        fetched = time.perf_counter()
         try:
             req = codec.decode_as("InvitationRequested", rec.value)
         except codec.CodecError as exc:
@@ -183,10 +170,11 @@ class InvitationService:
             INVITATIONS_FAILED.labels(reason="undecodable").inc()
             self._tracker.done(tp, rec.offset)
             return
+        INVITATION_AGE.labels(stage="queued").observe(_age(req))
         attempt = 0
         while True:
             try:
-                await self.handle(req)
+                await self.handle(req, fetched)
                 break
             except Exception as exc:  # noqa: BLE001 - Kafka/SQL trouble or a bug: logged, retried
                 # The offset stays uncommitted until this invitation has its outcome.
@@ -200,21 +188,21 @@ class InvitationService:
 
     # --- one invitation ---------------------------------------------------------------
 
-    async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, req: dict[str, Any], fetched: float | None = None) -> dict[str, Any]:
         """Decide, send and report one invitation; returns the outcome published."""
         iid = req["invitation_id"]
         self._lock_users[iid] += 1
         lock = self._locks.setdefault(iid, asyncio.Lock())
         try:
             async with lock:  # the same invitation twice in flight here: one after the other
-                return await self._handle(req)
+                return await self._handle(req, fetched)
         finally:
             self._lock_users[iid] -= 1
             if self._lock_users[iid] == 0:
                 del self._lock_users[iid]
                 self._locks.pop(iid, None)
 
-    async def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def _handle(self, req: dict[str, Any], fetched: float | None) -> dict[str, Any]:
         snap = await self._snapshot(req["automation_id"])
         suppress = None
         if snap is None:
@@ -243,7 +231,7 @@ class InvitationService:
             return await self._emit(req, events.outcome(
                 req, "suppressed", attempts=0, reason=suppress, message_id=None))
         assert snap is not None  # new or reclaimed rows exist only for enabled automations
-        return await self._send(req, snap, c, message_id)
+        return await self._send(req, snap, c, message_id, fetched)
 
     async def _snapshot(self, automation_id: str) -> AutomationSnapshot | None:
         snap = self.config.get(automation_id)
@@ -255,7 +243,7 @@ class InvitationService:
         return snap
 
     async def _send(self, req: dict[str, Any], snap: AutomationSnapshot, c: store.Claim,
-                    message_id: str) -> dict[str, Any]:
+                    message_id: str, fetched: float | None) -> dict[str, Any]:
         link = f"{self.survey_base_url}/{c.token}"
         try:
             mail = invitation_mail(subject=snap.message.subject, body=snap.message.body,
@@ -288,6 +276,9 @@ class InvitationService:
                 return await self._fail(req, attempts, kind, scrub(exc.reason), exc.code,
                                         message_id)
             break
+        INVITATION_AGE.labels(stage="sent").observe(_age(req))
+        if fetched is not None:
+            NOTIFIER_SECONDS.observe(time.perf_counter() - fetched)
         await self.db.tx(store.finish, req["invitation_id"], status=SENT, attempts=attempts,
                           smtp_code=250, automation_id=req["automation_id"])
         INVITATIONS_SENT.inc()
@@ -325,17 +316,8 @@ class InvitationService:
         return out
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, service: InvitationService) -> None:
-        self.service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        try:
-            await self.service._commit()
-        except (KafkaError, OSError) as exc:
-            log.warning("commit before a rebalance failed: %s", exc)
-        self.service._tracker.forget(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.service.assigned = True  # in its group: what health reports as running
-        log.info("assigned %d partitions of %s", len(assigned), self.service.topics.due)
+def _age(req: dict[str, Any]) -> float:
+    """Seconds since the invitation's webhook was received at ingress."""
+    received = req["received_at"]
+    ms = received if isinstance(received, int) else received.timestamp() * 1000
+    return max(0.0, time.time() - ms / 1000)

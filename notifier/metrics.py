@@ -21,3 +21,17 @@ AUTOMATIONS_DISABLED = Counter("hookstream_automations_disabled_total",
                                "Automations disabled after too many consecutive failures.")
 ERRORS_RECORDED = Counter("hookstream_automation_errors_recorded_total",
                           "Automation errors recorded in SQL, by kind.", ["kind"])
+# Where end-to-end time goes: `queued` from the webhook's receipt at ingress (received_at) to
+# this notifier fetching its invitation (ingress + streams + the worker's transaction commit
+# + the fetch), `sent` from that receipt to the SMTP server accepting the mail.
+INVITATION_AGE = Histogram("hookstream_invitation_age_seconds",
+                           "Age of an invitation (since its webhook was received) when the "
+                           "notifier fetched it (stage=queued) and when its mail was accepted "
+                           "(stage=sent; delayed invitations included).", ["stage"],
+                           buckets=(0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5,
+                                    5, 10, 60, 3600, 86400))
+NOTIFIER_SECONDS = Histogram("hookstream_notifier_invitation_seconds",
+                             "From fetching an invitation to the SMTP server accepting its "
+                             "mail: the notifier's own share of the end-to-end latency.",
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+                                      0.5, 0.75, 1, 2.5, 5, 10, 60))

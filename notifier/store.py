@@ -45,7 +45,9 @@ class Db:
     in its own transaction, so one item's error reaches only its caller.
     """
 
-    MAX_BATCH = 256
+    # Small enough that a burst's first claims commit (and their mails start) while later
+    # ones still wait: SQL and SMTP overlap instead of running one after the other.
+    MAX_BATCH = 64
 
     def __init__(self, url: str) -> None:
         self.engine: Engine = make_engine(url)
@@ -96,6 +98,7 @@ class Db:
     def _run_batch(self, items: list[_Item]) -> list[tuple[bool, Any]]:
         try:
             with self.engine.begin() as conn:
+                _new_transaction(conn)
                 return [(True, item.fn(conn)) for item in items]
         except Exception:  # noqa: BLE001 - rolled back: rerun one by one, each error to its caller
             if len(items) == 1:
@@ -104,6 +107,7 @@ class Db:
         for item in items:
             try:
                 with self.engine.begin() as conn:
+                    _new_transaction(conn)
                     out.append((True, item.fn(conn)))
             except Exception as exc:  # noqa: BLE001 - reported to this item's caller
                 out.append((False, exc))
@@ -124,6 +128,19 @@ class Db:
 class _Item:
     fn: Callable[[Connection], Any]
     future: asyncio.Future[Any]
+
+
+# Automations whose failure streak this transaction already ended (and nothing lengthened
+# since): a batch of a hundred sent invitations of one automation ends it once, not 100 times.
+_STREAK_ENDED = "hookstream_streak_ended"
+
+
+def _new_transaction(conn: Connection) -> None:
+    conn.info[_STREAK_ENDED] = set()
+
+
+def _streak_ended(conn: Connection) -> set[str]:
+    return conn.info.setdefault(_STREAK_ENDED, set())
 
 
 def _sqlite_no_fsync_per_commit(dbapi_conn: Any, _record: Any) -> None:
@@ -267,7 +284,10 @@ def finish(conn: Connection, invitation_id: str, *, status: str, attempts: int,
     conn.execute(_FINISH, {"b_id": invitation_id, "b_status": status, "b_attempts": attempts,
                            "b_reason": reason, "b_code": smtp_code, "b_now": now})
     if status == SENT and automation_id is not None:
-        conn.execute(_END_STREAK, {"b_automation": automation_id, "b_now": now})
+        ended = _streak_ended(conn)
+        if automation_id not in ended:
+            conn.execute(_END_STREAK, {"b_automation": automation_id, "b_now": now})
+            ended.add(automation_id)
 
 
 def mark_published(conn: Connection, invitation_ids: Iterable[str]) -> None:
@@ -336,6 +356,7 @@ def record_error(conn: Connection, err: dict[str, Any], *, counts: bool) -> Reco
         "detail": err["detail"], "source": err["source"], "field": err.get("field"),
         "event_id": err.get("event_id"), "record_index": err.get("record_index"),
         "invitation_id": err.get("invitation_id"), "at": _aware(err["at"])})
+    _streak_ended(conn).discard(err["automation_id"])  # a success after this ends it again
     streak = conn.execute(_SELECT_STREAK, automation).scalar()
     if streak is None:
         conn.execute(_INSERT_STREAK, {
