@@ -38,6 +38,9 @@ class IngressMetrics:
             registry=r)
         self.in_flight = Gauge("hookstream_ingress_publishes_in_flight",
                                "Publishes waiting for Kafka's acknowledgement", registry=r)
+        # A plain int the hot path adds to (no lock: one event loop), read at scrape time.
+        self.publishing = 0
+        self.in_flight.set_function(lambda: self.publishing)
         self._req: dict[tuple[str, int], Counter] = {}
         self._acc: dict[str, tuple[Counter, Counter]] = {}
         self._rej: dict[tuple[str, str], Counter] = {}

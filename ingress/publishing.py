@@ -39,9 +39,6 @@ class Publisher(Protocol):
     async def stop(self) -> None: ...
     @property
     def ready(self) -> bool: ...
-    async def _connect_quietly(self) -> None:
-        await self._connect()  # logs its own failure; the next probe tries again
-
     async def probe(self) -> bool: ...
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None: ...
 
@@ -130,6 +127,11 @@ class KafkaPublisher:
     @property
     def ready(self) -> bool:
         return self._producer is not None and self._down_since is None
+
+    @property
+    def probe_due(self) -> bool:
+        """Down, but the next request would be let through as a probe."""
+        return self._down_since is not None and time.monotonic() >= self._next_probe
 
     @property
     def down_for(self) -> float:
@@ -223,11 +225,54 @@ class NullPublisher:
     async def stop(self) -> None:
         return None
 
-    async def _connect_quietly(self) -> None:
-        await self._connect()  # logs its own failure; the next probe tries again
-
     async def probe(self) -> bool:
         return True
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
         return None
+
+
+class PublisherPool:
+    """Several independent publishers, used in turn: more produce requests in flight.
+
+    aiokafka keeps ONE produce request in flight per broker connection, so with a single
+    producer every record waits for the request before it to be acknowledged (about 1.5
+    round trips). Each member here is a full `KafkaPublisher` (own connection, own
+    idempotent producer id, own breaker), so the durability and outage rules are the
+    members': a 202 still means acks=all from that member, a dead broker still means a 503
+    within its timeout. Records of concurrent requests carry no order promise, so spreading
+    them over members changes nothing a client can rely on.
+    """
+
+    def __init__(self, members: list[KafkaPublisher]) -> None:
+        if not members:
+            raise ValueError("a publisher pool needs at least one member")
+        self.members = members
+        self._next = 0
+
+    async def start(self) -> None:
+        await asyncio.gather(*(m.start() for m in self.members))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(m.stop() for m in self.members))
+
+    @property
+    def ready(self) -> bool:
+        return all(m.ready for m in self.members)
+
+    async def probe(self) -> bool:
+        results = await asyncio.gather(*(m.probe() for m in self.members))
+        return all(results)
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        members = self.members
+        i = self._next
+        self._next = (i + 1) % len(members)
+        member = members[i]
+        if not member.ready and not member.probe_due:
+            # Prefer a healthy member; when none is, this one's breaker decides (503).
+            for other in members:
+                if other.ready:
+                    member = other
+                    break
+        await member.publish(topic, key, value, headers)
