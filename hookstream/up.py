@@ -110,10 +110,12 @@ def run_stack(s: Settings, *, block: bool = True) -> Stack:
     stack = Stack(s)
     try:
         if "HOOKSTREAM_KAFKA_BOOTSTRAP" not in os.environ:
-            stack.kafka = LocalKafka(s.var_dir / "kafka", port=s.kafka_port,
-                                     controller_port=s.kafka_controller_port)
-            typer.echo("starting Apache Kafka …")
-            stack.kafka.start()
+            kafka = LocalKafka(s.var_dir / "kafka", port=s.kafka_port,
+                               controller_port=s.kafka_controller_port)
+            if kafka.state() is None:  # ours to stop on Ctrl-C; one already running is not
+                typer.echo("starting Apache Kafka …")
+                stack.kafka = kafka
+            kafka.start()
         sink = stack.spawn("smtp-sink", "smtp-sink", "--dir", str(s.var_dir / "mail"))
         admin = stack.spawn("admin", "admin")
         stack.wait_http(admin, f"http://{s.admin_host}:{s.admin_port}/readyz")
