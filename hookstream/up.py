@@ -35,6 +35,7 @@ class Stack:
     settings: Settings
     children: list[Child] = field(default_factory=list)
     kafka: LocalKafka | None = None
+    env: dict[str, str] = field(default_factory=dict)  # what every child gets on top
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
         log_dir = self.settings.var_dir / "logs"
@@ -43,7 +44,7 @@ class Stack:
         out = open(log, "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen([sys.executable, "-m", "hookstream.cli", *args],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **self.env, **(env or {})})
         out.close()
         child = Child(name, proc, log)
         self.children.append(child)
@@ -116,6 +117,8 @@ def run_stack(s: Settings, *, block: bool = True) -> Stack:
                 typer.echo("starting Apache Kafka …")
                 stack.kafka = kafka
             kafka.start()
+            # The services dial the broker we run, whatever port it was given.
+            stack.env["HOOKSTREAM_KAFKA_BOOTSTRAP"] = kafka.bootstrap
         sink = stack.spawn("smtp-sink", "smtp-sink", "--dir", str(s.var_dir / "mail"))
         admin = stack.spawn("admin", "admin")
         stack.wait_http(admin, f"http://{s.admin_host}:{s.admin_port}/readyz")
