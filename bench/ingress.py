@@ -8,7 +8,8 @@ Uses the broker named by HOOKSTREAM_KAFKA_BOOTSTRAP, else starts a local one on 
     ingress_rps=… baseline_rps=… ratio=… batch_events_per_s=… p99_ms=…
 
 Knobs (environment): BENCH_RUNS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (50),
-BENCH_SERVER (granian|uvicorn), BENCH_WARMUP (6 s), HOOKSTREAM_INGRESS_PRODUCERS (passed on).
+BENCH_SERVER (granian|uvicorn), BENCH_WARMUP (6 s); HOOKSTREAM_INGRESS_PRODUCERS and
+HOOKSTREAM_INGRESS_CLIENT are passed on to both servers.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 SERVER = os.environ.get("BENCH_SERVER", "granian")
 WARMUP = int(os.environ.get("BENCH_WARMUP", "6"))
-PASS_THROUGH = ("HOOKSTREAM_INGRESS_PRODUCERS",)  # server knobs a bench run may vary
+# Server knobs a bench run may vary (the baseline gets them too).
+PASS_THROUGH = ("HOOKSTREAM_INGRESS_PRODUCERS", "HOOKSTREAM_INGRESS_CLIENT")
 
 
 def ensure_wrk() -> str:

@@ -35,6 +35,7 @@ from ingress.keys import KeyIndex
 from ingress.metrics import CONTENT_TYPE_LATEST, UNKNOWN, IngressMetrics
 from ingress.openapi import build_openapi
 from ingress.publishing import KafkaPublisher, Publisher, PublisherPool, PublishUnavailable
+from ingress.publishing_rdkafka import RdKafkaPublisher
 from ingress.ratelimit import RateLimiter, retry_after_header
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,30 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 DEFAULT_CONTENT_TYPE = b"application/json"
 MAX_IDEMPOTENCY_KEY = 255
 BODY_CODES = {"empty": "empty_body"}
-# Producers used in turn: aiokafka has one produce request in flight per connection, so a
-# second one halves the wait for the request ahead (bench/ingress.py; more cost broker CPU).
+# aiokafka client only: producers used in turn (it has one produce request in flight per
+# connection, so a second one halves the wait for the request ahead; more cost broker CPU).
 PRODUCERS = int(os.environ.get("HOOKSTREAM_INGRESS_PRODUCERS", "2"))
+# Kafka client: "rdkafka" (confluent-kafka: batching and pipelining in C threads; the
+# default: bench/ingress.py ratio 0.63 against aiokafka's 0.51, run back to back) or
+# "aiokafka" (a pool of PRODUCERS). Read when the app is built, so a test can choose per app.
+CLIENT_ENV = "HOOKSTREAM_INGRESS_CLIENT"
+DEFAULT_CLIENT = "rdkafka"
+
+
+def build_publisher(settings: Settings, send_timeout: float,
+                    client: str | None = None) -> Publisher:
+    """The Kafka publisher named by `client` (default: $HOOKSTREAM_INGRESS_CLIENT)."""
+    client = (client or os.environ.get(CLIENT_ENV) or DEFAULT_CLIENT).lower()
+    max_request = max(1024 * 1024, settings.max_body_bytes + 64 * 1024)
+    if client == "rdkafka":
+        return RdKafkaPublisher(settings.kafka_bootstrap, timeout=send_timeout,
+                                max_request_size=max_request)
+    if client == "aiokafka":
+        return PublisherPool([
+            KafkaPublisher(settings.kafka_bootstrap, timeout=send_timeout,
+                           max_request_size=max_request)
+            for _ in range(PRODUCERS)])
+    raise ValueError(f"{CLIENT_ENV} must be 'rdkafka' or 'aiokafka', not {client!r}")
 
 
 def new_event_id() -> str:
@@ -81,10 +103,7 @@ class IngressApp:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.raw_topic = self.topics.raw
-        self.publisher: Publisher = publisher or PublisherPool([
-            KafkaPublisher(settings.kafka_bootstrap, timeout=send_timeout,
-                           max_request_size=max(1024 * 1024, settings.max_body_bytes + 64 * 1024))
-            for _ in range(PRODUCERS)])
+        self.publisher: Publisher = publisher or build_publisher(settings, send_timeout)
         self.cache = cache or ConfigCache(settings.kafka_bootstrap, self.topics.config)
         self.keys = KeyIndex()
         self.cache.add_listener(self._on_snapshot)

@@ -229,7 +229,8 @@ class ServedIngress:
 
 @pytest.fixture
 def served_env(kafka_bootstrap: str, topics: Topics, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSTREAM_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HOOKSTREAM_") or k == "HOOKSTREAM_INGRESS_CLIENT"}
     env.update({"HOOKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
                 "HOOKSTREAM_TOPIC_PREFIX": topics.prefix,
                 "HOOKSTREAM_VAR_DIR": str(tmp_path / "var"),

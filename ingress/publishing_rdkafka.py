@@ -1,0 +1,272 @@
+"""The `Publisher` on librdkafka (confluent-kafka): the same promises as `KafkaPublisher`.
+
+Why: aiokafka's Python send path cost ~100 us per request in the ingress process and kept one
+produce request in flight per connection; librdkafka batches and pipelines in C threads.
+
+How: `produce()` is called on the event loop (it only queues the record) and the delivery
+reports are served there too (`poll(0)`, see `_Client`), resolving the request's future.
+A 202 is only given for a delivery report without error (acks=all, idempotent producer).
+`message.timeout.ms` bounds how long librdkafka tries, and an asyncio timeout of the same
+length bounds the request, so an outage gives a 503 within `timeout` seconds. The breaker
+is `KafkaPublisher`'s: after a failure, requests get a 503 at once except one probe per
+`probe_interval`.
+
+A record that timed out on our side may still reach Kafka (at-least-once for a 503'd body,
+as with aiokafka; see publishing.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from ingress.publishing import Headers, PublishUnavailable
+
+log = logging.getLogger(__name__)
+
+PUMP_INTERVAL = 0.001  # s between polls while records await their delivery report
+
+
+class _Client:
+    """One librdkafka producer whose delivery reports are served on the event loop.
+
+    `poll(0)` is called after each produce and, while records are pending, every
+    PUMP_INTERVAL by a pump task: the callbacks then run in the loop's thread and resolve
+    the futures directly. (A poll thread was measured slower: it must win the GIL back from
+    a busy loop, which delays every delivery report by up to the 5 ms switch interval.)
+    """
+
+    def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop,
+                 on_fatal: Any) -> None:
+        self.loop = loop
+        self.fatal: str | None = None
+        self._on_fatal = on_fatal
+        self.producer = Producer({**config, "error_cb": self._error})
+        self.pending = 0
+        self._wake = asyncio.Event()
+        self._pump = loop.create_task(self._serve(), name="ingress-rdkafka-pump")
+
+    def _error(self, err: KafkaError) -> None:
+        # Transport errors are normal during an outage (the delivery reports say what
+        # matters); a fatal one means this producer can never deliver again.
+        if err.fatal():
+            self.fatal = err.str()
+            log.error("the Kafka producer hit a fatal error: %s", err.str())
+            self.loop.call_soon_threadsafe(self._on_fatal, self)
+        else:
+            log.warning("Kafka producer: %s", err.str())
+
+    def delivered(self, fut: asyncio.Future[None], err: KafkaError | None, _msg: Any) -> None:
+        self.pending -= 1
+        if fut.done():
+            return  # the request gave up (timeout); its 503 is already sent
+        if err is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(PublishUnavailable(err.name()))
+
+    def produce(self, topic: str, key: bytes, value: bytes, headers: Headers,
+                fut: asyncio.Future[None]) -> None:
+        producer = self.producer
+        producer.produce(topic, value, key, headers=headers,
+                         on_delivery=partial(self.delivered, fut))
+        self.pending += 1
+        producer.poll(0)  # serve reports that are ready (cheap; no waiting)
+        self._wake.set()
+
+    async def _serve(self) -> None:
+        producer = self.producer
+        while True:
+            if self.pending <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(PUMP_INTERVAL)
+            try:
+                producer.poll(0)
+            except Exception:  # noqa: BLE001 - a callback failed: log it, keep serving
+                log.exception("serving Kafka delivery reports failed")
+
+    async def close(self, timeout: float, *, purge: bool = False) -> int:
+        """Deliver (or purge) what is held, serving its reports; returns how many records
+        were still held at the end."""
+        if purge:
+            self.producer.purge()  # their delivery reports carry _PURGE_QUEUE/_PURGE_INFLIGHT
+        deadline = time.monotonic() + (0.5 if purge else timeout)
+        while self.pending > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded
+            await asyncio.sleep(0.005)  # the pump polls meanwhile
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump
+        self.producer.poll(0)
+        return len(self.producer)
+
+
+class RdKafkaPublisher:
+    def __init__(self, bootstrap: str, *, timeout: float = 4.0, linger_ms: int = 2,
+                 probe_interval: float = 0.5, rebuild_after: float | None = None,
+                 max_request_size: int = 8 * 1024 * 1024) -> None:
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self.probe_interval = probe_interval
+        self.rebuild_after = 3 * timeout if rebuild_after is None else rebuild_after
+        timeout_ms = max(1000, int(timeout * 1000))
+        self.config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "client.id": "hookstream-ingress",
+            "acks": "all",
+            "enable.idempotence": True,
+            "max.in.flight.requests.per.connection": 5,
+            "linger.ms": linger_ms,
+            # librdkafka fails a record it could not deliver in this time: part of the
+            # "503 within 5 s" promise (the asyncio timeout in publish() is the other part).
+            "message.timeout.ms": timeout_ms,
+            "request.timeout.ms": timeout_ms,
+            "socket.timeout.ms": timeout_ms,
+            "socket.connection.setup.timeout.ms": timeout_ms,
+            "reconnect.backoff.ms": 100,
+            "reconnect.backoff.max.ms": 1000,
+            "retry.backoff.ms": 100,
+            "message.max.bytes": max_request_size,
+            # Java's (and aiokafka's) key hashing: an automation's records land on the same
+            # partition whichever client wrote them.
+            "partitioner": "murmur2_random",
+        }
+        self._client: _Client | None = None
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+        self._lock = asyncio.Lock()
+        self._rebuild: asyncio.Task[None] | None = None
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect; when Kafka is not there yet, stay down and let probes connect later."""
+        if not await self._connect():
+            self._mark_down("could not connect at start")
+
+    async def _connect(self) -> bool:
+        async with self._lock:
+            if self._client is not None:
+                return True
+            client = _Client(self.config, asyncio.get_running_loop(), self._fatal)
+            if not await self._reachable(client, self.timeout):
+                await client.close(0.5, purge=True)
+                return False
+            self._client = client
+            return True
+
+    async def _reachable(self, client: _Client, timeout: float) -> bool:
+        try:
+            await asyncio.to_thread(client.producer.list_topics, None, timeout)
+        except KafkaException as exc:
+            log.error("Kafka at %s does not answer: %s", self.bootstrap, exc)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Deliver what is held (bounded by the send timeout), then close."""
+        if self._rebuild is not None and not self._rebuild.done():
+            self._rebuild.cancel()
+        client, self._client = self._client, None
+        if client is None:
+            return
+        left = await client.close(self.timeout)
+        if left:
+            log.error("%d records were not acknowledged before shutdown; they were answered "
+                      "503, never 202", left)
+
+    @property
+    def ready(self) -> bool:
+        return self._client is not None and self._down_since is None
+
+    @property
+    def probe_due(self) -> bool:
+        return self._down_since is not None and time.monotonic() >= self._next_probe
+
+    @property
+    def down_for(self) -> float:
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    async def probe(self) -> bool:
+        """For /readyz: connect if needed; when down, check that the cluster answers again."""
+        if self._client is None and not await self._connect():
+            return False
+        client = self._client
+        if client is not None and self._down_since is not None and client.fatal is None:
+            if await self._reachable(client, 1.0):
+                self._down_since = None  # requests try again; a failure opens the breaker anew
+        return self.ready
+
+    # --- publishing ------------------------------------------------------------------------
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        if self._down_since is not None:
+            now = time.monotonic()
+            if now < self._next_probe:
+                raise PublishUnavailable("Kafka did not acknowledge recent writes")
+            self._next_probe = now + self.probe_interval
+        client = self._client
+        if client is None or client.fatal is not None:
+            self._mark_down("the producer is not connected")
+            self._start_rebuild(client, "it is not connected")
+            raise PublishUnavailable("the producer is not connected")
+        fut: asyncio.Future[None] = client.loop.create_future()
+        try:
+            client.produce(topic, key, value, headers, fut)
+        except BufferError:
+            self._mark_down("the producer's queue is full")
+            raise PublishUnavailable("the producer's queue is full") from None
+        except KafkaException as exc:
+            self._mark_down(str(exc))
+            raise PublishUnavailable(str(exc)) from exc
+        try:
+            async with asyncio.timeout(self.timeout):
+                await fut
+        except TimeoutError:
+            self._failed(client, "no acknowledgement within the send timeout")
+            raise PublishUnavailable("Kafka did not acknowledge in time") from None
+        except PublishUnavailable as exc:
+            self._failed(client, f"delivery failed: {exc}")
+            raise
+        if self._down_since is not None:
+            log.warning("Kafka acknowledges again after %.1fs", self.down_for)
+            self._down_since = None
+
+    def _failed(self, client: _Client, why: str) -> None:
+        self._mark_down(why)
+        if self.down_for >= self.rebuild_after:
+            self._start_rebuild(client, f"no acknowledgement for {self.down_for:.1f}s")
+
+    def _mark_down(self, why: str) -> None:
+        if self._down_since is None:
+            log.error("publishing to Kafka failed (%s); answering 503 until a probe succeeds", why)
+            self._down_since = time.monotonic()
+            self._next_probe = self._down_since + self.probe_interval
+
+    def _fatal(self, client: _Client) -> None:
+        self._mark_down(f"fatal producer error: {client.fatal}")
+        self._start_rebuild(client, "a fatal error")
+
+    def _start_rebuild(self, client: _Client | None, why: str) -> None:
+        """Replace the producer in the background (the request that noticed gets its 503 in
+        time). Whatever the old one holds was answered 503, so purging it breaks no promise."""
+        if self._rebuild is not None and not self._rebuild.done():
+            return
+        self._rebuild = asyncio.create_task(self._replace(client, why))
+
+    async def _replace(self, client: _Client | None, why: str) -> None:
+        async with self._lock:
+            if self._client is not client:
+                return  # already replaced
+            self._client = None
+        if client is not None:
+            log.error("replacing the Kafka producer (%s)", why)
+            await client.close(0.5, purge=True)
+        if await self._connect() and self._down_since is not None:
+            self._down_since = time.monotonic()  # a fresh rebuild period for the new producer
