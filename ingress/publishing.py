@@ -43,6 +43,61 @@ class Publisher(Protocol):
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None: ...
 
 
+class Breaker:
+    """The circuit breaker both publishers share: after a failed publish, requests get a 503
+    at once except one probe per `probe_interval`; a write acknowledged again, or a /readyz
+    probe that reaches the cluster, closes it. `log` is the publisher's own logger."""
+
+    def __init__(self, probe_interval: float, log: logging.Logger) -> None:
+        self.probe_interval = probe_interval
+        self._log = log
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    @property
+    def probe_due(self) -> bool:
+        """Down, but the next request would be let through as a probe."""
+        return self._down_since is not None and time.monotonic() >= self._next_probe
+
+    @property
+    def down_for(self) -> float:
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    def gate(self) -> None:
+        """Raise `PublishUnavailable` while down, unless this request is the due probe."""
+        if self._down_since is not None:
+            now = time.monotonic()
+            if now < self._next_probe:
+                raise PublishUnavailable("Kafka did not acknowledge recent writes")
+            self._next_probe = now + self.probe_interval
+
+    def mark_down(self, why: str) -> None:
+        if self._down_since is None:
+            self._log.error("publishing to Kafka failed (%s); answering 503 until a probe "
+                            "succeeds", why)
+            self._down_since = time.monotonic()
+            self._next_probe = self._down_since + self.probe_interval
+
+    def acknowledged(self) -> None:
+        """A write was acknowledged: close the breaker (and say so) if it was open."""
+        if self._down_since is not None:
+            self._log.warning("Kafka acknowledges again after %.1fs", self.down_for)
+            self._down_since = None
+
+    def reset(self) -> None:
+        """The cluster answers again: requests try again; a failure opens the breaker anew."""
+        self._down_since = None
+
+    def restart_period(self) -> None:
+        """A new producer replaced the old one: give it a fresh rebuild period."""
+        if self._down_since is not None:
+            self._down_since = time.monotonic()
+
+
 class KafkaPublisher:
     def __init__(self, bootstrap: str, *, timeout: float = 4.0, linger_ms: int = 0,
                  compression: str | None = None, probe_interval: float = 0.5,
@@ -53,13 +108,11 @@ class KafkaPublisher:
         self.timeout = timeout
         self.linger_ms = linger_ms
         self.compression = compression
-        self.probe_interval = probe_interval
+        self.breaker = Breaker(probe_interval, log)
         self.rebuild_after = 2 * timeout if rebuild_after is None else rebuild_after
         self.max_batch_size = max_batch_size
         self.max_request_size = max_request_size
         self._producer: AIOKafkaProducer | None = None
-        self._down_since: float | None = None
-        self._next_probe = 0.0
         self._restart_lock = asyncio.Lock()
         self._restart_task: asyncio.Task[None] | None = None
 
@@ -76,7 +129,7 @@ class KafkaPublisher:
     async def start(self) -> None:
         """Connect; when Kafka is not there yet, stay down and let probes connect later."""
         if not await self._connect():
-            self._mark_down("could not connect at start")
+            self.breaker.mark_down("could not connect at start")
 
     async def _connect(self) -> bool:
         async with self._restart_lock:
@@ -100,13 +153,13 @@ class KafkaPublisher:
         if self._producer is None and not await self._connect():
             return False
         producer = self._producer
-        if producer is not None and self._down_since is not None:
+        if producer is not None and self.breaker.down:
             try:
                 ok = await asyncio.wait_for(producer.client.force_metadata_update(), 1.0)
             except (KafkaError, TimeoutError, OSError):
                 return False
             if ok:
-                self._down_since = None  # requests try again; a failure opens the breaker anew
+                self.breaker.reset()
         return self.ready
 
     async def stop(self) -> None:
@@ -126,27 +179,22 @@ class KafkaPublisher:
 
     @property
     def ready(self) -> bool:
-        return self._producer is not None and self._down_since is None
+        return self._producer is not None and not self.breaker.down
 
     @property
     def probe_due(self) -> bool:
-        """Down, but the next request would be let through as a probe."""
-        return self._down_since is not None and time.monotonic() >= self._next_probe
+        return self.breaker.probe_due
 
     @property
     def down_for(self) -> float:
-        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+        return self.breaker.down_for
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
-        if self._down_since is not None:
-            now = time.monotonic()
-            if now < self._next_probe:
-                raise PublishUnavailable("Kafka did not acknowledge recent writes")
-            self._next_probe = now + self.probe_interval
+        self.breaker.gate()
         producer = self._producer
         if producer is None:
             # Connect in the background: a slow broker must not stretch this answer past 5 s.
-            self._mark_down("the producer is not connected")
+            self.breaker.mark_down("the producer is not connected")
             if self._restart_task is None or self._restart_task.done():
                 self._restart_task = asyncio.create_task(self._connect_quietly())
             raise PublishUnavailable("the producer is not connected")
@@ -155,22 +203,14 @@ class KafkaPublisher:
                 fut = await producer.send(topic, value, key=key, headers=headers)
                 await fut
         except TimeoutError:
-            self._mark_down("no acknowledgement within the send timeout")
+            self.breaker.mark_down("no acknowledgement within the send timeout")
             self._restart_if_dead()
             raise PublishUnavailable("Kafka did not acknowledge in time") from None
         except KafkaError as exc:
-            self._mark_down(f"{type(exc).__name__}: {exc}")
+            self.breaker.mark_down(f"{type(exc).__name__}: {exc}")
             self._restart_if_dead()
             raise PublishUnavailable(type(exc).__name__) from exc
-        if self._down_since is not None:
-            log.warning("Kafka acknowledges again after %.1fs", self.down_for)
-            self._down_since = None
-
-    def _mark_down(self, why: str) -> None:
-        if self._down_since is None:
-            log.error("publishing to Kafka failed (%s); answering 503 until a probe succeeds", why)
-            self._down_since = time.monotonic()
-            self._next_probe = self._down_since + self.probe_interval
+        self.breaker.acknowledged()
 
     def _restart_if_dead(self) -> None:
         """Replace the producer when it cannot recover by itself.
@@ -197,8 +237,8 @@ class KafkaPublisher:
             log.error("replacing the Kafka producer (%s)", why)
             self._producer = None
         await self._discard(producer)
-        if await self._connect() and self._down_since is not None:
-            self._down_since = time.monotonic()  # give the new producer a fresh rebuild period
+        if await self._connect():
+            self.breaker.restart_period()
 
     async def _discard(self, producer: AIOKafkaProducer) -> None:
         """Close without flushing: what it holds was answered 503 (aiokafka's own stop()

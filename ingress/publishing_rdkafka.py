@@ -8,8 +8,8 @@ reports are served there too (`poll(0)`, see `_Client`), resolving the request's
 A 202 is only given for a delivery report without error (acks=all, idempotent producer).
 `message.timeout.ms` bounds how long librdkafka tries, and an asyncio timeout of the same
 length bounds the request, so an outage gives a 503 within `timeout` seconds. The breaker
-is `KafkaPublisher`'s: after a failure, requests get a 503 at once except one probe per
-`probe_interval`.
+is the shared `Breaker` (publishing.py): after a failure, requests get a 503 at once except
+one probe per `probe_interval`.
 
 A record that timed out on our side may still reach Kafka (at-least-once for a 503'd body,
 as with aiokafka; see publishing.py).
@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from ingress.publishing import Headers, PublishUnavailable
+from ingress.publishing import Breaker, Headers, PublishUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class RdKafkaPublisher:
                  max_request_size: int = 8 * 1024 * 1024) -> None:
         self.bootstrap = bootstrap
         self.timeout = timeout
-        self.probe_interval = probe_interval
+        self.breaker = Breaker(probe_interval, log)
         self.rebuild_after = 3 * timeout if rebuild_after is None else rebuild_after
         timeout_ms = max(1000, int(timeout * 1000))
         self.config: dict[str, Any] = {
@@ -138,8 +138,6 @@ class RdKafkaPublisher:
             "partitioner": "murmur2_random",
         }
         self._client: _Client | None = None
-        self._down_since: float | None = None
-        self._next_probe = 0.0
         self._lock = asyncio.Lock()
         self._rebuild: asyncio.Task[None] | None = None
 
@@ -148,7 +146,7 @@ class RdKafkaPublisher:
     async def start(self) -> None:
         """Connect; when Kafka is not there yet, stay down and let probes connect later."""
         if not await self._connect():
-            self._mark_down("could not connect at start")
+            self.breaker.mark_down("could not connect at start")
 
     async def _connect(self) -> bool:
         async with self._lock:
@@ -183,47 +181,43 @@ class RdKafkaPublisher:
 
     @property
     def ready(self) -> bool:
-        return self._client is not None and self._down_since is None
+        return self._client is not None and not self.breaker.down
 
     @property
     def probe_due(self) -> bool:
-        return self._down_since is not None and time.monotonic() >= self._next_probe
+        return self.breaker.probe_due
 
     @property
     def down_for(self) -> float:
-        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+        return self.breaker.down_for
 
     async def probe(self) -> bool:
         """For /readyz: connect if needed; when down, check that the cluster answers again."""
         if self._client is None and not await self._connect():
             return False
         client = self._client
-        if client is not None and self._down_since is not None and client.fatal is None:
+        if client is not None and self.breaker.down and client.fatal is None:
             if await self._reachable(client, 1.0):
-                self._down_since = None  # requests try again; a failure opens the breaker anew
+                self.breaker.reset()
         return self.ready
 
     # --- publishing ------------------------------------------------------------------------
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
-        if self._down_since is not None:
-            now = time.monotonic()
-            if now < self._next_probe:
-                raise PublishUnavailable("Kafka did not acknowledge recent writes")
-            self._next_probe = now + self.probe_interval
+        self.breaker.gate()
         client = self._client
         if client is None or client.fatal is not None:
-            self._mark_down("the producer is not connected")
+            self.breaker.mark_down("the producer is not connected")
             self._start_rebuild(client, "it is not connected")
             raise PublishUnavailable("the producer is not connected")
         fut: asyncio.Future[None] = client.loop.create_future()
         try:
             client.produce(topic, key, value, headers, fut)
         except BufferError:
-            self._mark_down("the producer's queue is full")
+            self.breaker.mark_down("the producer's queue is full")
             raise PublishUnavailable("the producer's queue is full") from None
         except KafkaException as exc:
-            self._mark_down(str(exc))
+            self.breaker.mark_down(str(exc))
             raise PublishUnavailable(str(exc)) from exc
         try:
             async with asyncio.timeout(self.timeout):
@@ -234,23 +228,15 @@ class RdKafkaPublisher:
         except PublishUnavailable as exc:
             self._failed(client, f"delivery failed: {exc}")
             raise
-        if self._down_since is not None:
-            log.warning("Kafka acknowledges again after %.1fs", self.down_for)
-            self._down_since = None
+        self.breaker.acknowledged()
 
     def _failed(self, client: _Client, why: str) -> None:
-        self._mark_down(why)
+        self.breaker.mark_down(why)
         if self.down_for >= self.rebuild_after:
             self._start_rebuild(client, f"no acknowledgement for {self.down_for:.1f}s")
 
-    def _mark_down(self, why: str) -> None:
-        if self._down_since is None:
-            log.error("publishing to Kafka failed (%s); answering 503 until a probe succeeds", why)
-            self._down_since = time.monotonic()
-            self._next_probe = self._down_since + self.probe_interval
-
     def _fatal(self, client: _Client) -> None:
-        self._mark_down(f"fatal producer error: {client.fatal}")
+        self.breaker.mark_down(f"fatal producer error: {client.fatal}")
         self._start_rebuild(client, "a fatal error")
 
     def _start_rebuild(self, client: _Client | None, why: str) -> None:
@@ -268,5 +254,5 @@ class RdKafkaPublisher:
         if client is not None:
             log.error("replacing the Kafka producer (%s)", why)
             await client.close(0.5, purge=True)
-        if await self._connect() and self._down_since is not None:
-            self._down_since = time.monotonic()  # a fresh rebuild period for the new producer
+        if await self._connect():
+            self.breaker.restart_period()
