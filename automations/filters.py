@@ -52,8 +52,9 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
+from automations.kinds import json_kind as _kind
 from automations.paths import MISSING, get_parts, path_problem, split_path
 
 OPERATORS: Final[tuple[str, ...]] = (
@@ -101,22 +102,6 @@ def _is_scalar(v: object) -> bool:
 def _is_number(v: object) -> bool:
     return (isinstance(v, int) and not isinstance(v, bool)) or (
         isinstance(v, float) and math.isfinite(v))
-
-
-def _kind(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true/false"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a text"
-    if isinstance(v, list):
-        return "a list"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
 
 
 def validate_filter(tree: Any, prefix: str = "filters") -> list[FilterProblem]:
@@ -514,17 +499,30 @@ class _Condition(_Node):
         return f"{self.describe}: {self.why(record, with_values)}"
 
 
-class _All(_Node):
+class _Group(_Node):
+    """`all`/`any` of child conditions; subclasses set the label and how tests are joined."""
+
     __slots__ = ("children",)
+    _label: ClassVar[str]
 
     def __init__(self, children: list[_Node]) -> None:
         self.children = children
         tests = tuple(c.test for c in children)
-        if len(tests) == 1:
-            self.test = tests[0]
-        else:
-            self.test = lambda record: all(t(record) for t in tests)
-        self.describe = "all of (" + "; ".join(c.describe for c in children) + ")"
+        self.test = tests[0] if len(tests) == 1 else self._join(tests)
+        self.describe = f"{self._label} of (" + "; ".join(c.describe for c in children) + ")"
+
+    @staticmethod
+    def _join(tests: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
+        raise NotImplementedError
+
+
+class _All(_Group):
+    __slots__ = ()
+    _label = "all"
+
+    @staticmethod
+    def _join(tests: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
+        return lambda record: all(t(record) for t in tests)
 
     def explain(self, record: Any, with_values: bool) -> str:
         for c in self.children:
@@ -533,17 +531,13 @@ class _All(_Node):
         return f"{self.describe}: holds"
 
 
-class _Any(_Node):
-    __slots__ = ("children",)
+class _Any(_Group):
+    __slots__ = ()
+    _label = "any"
 
-    def __init__(self, children: list[_Node]) -> None:
-        self.children = children
-        tests = tuple(c.test for c in children)
-        if len(tests) == 1:
-            self.test = tests[0]
-        else:
-            self.test = lambda record: any(t(record) for t in tests)
-        self.describe = "any of (" + "; ".join(c.describe for c in children) + ")"
+    @staticmethod
+    def _join(tests: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
+        return lambda record: any(t(record) for t in tests)
 
     def explain(self, record: Any, with_values: bool) -> str:
         if len(self.children) == 1:

@@ -39,6 +39,7 @@ import orjson
 
 from automations.coerce import COERCERS, CoercionError, Unfit, coerce, normalize_email
 from automations.filters import compile_filter
+from automations.kinds import json_kind as _kind
 from automations.paths import MISSING, compile_take_in, flatten, get_parts, split_path
 from automations.snapshot import AutomationSnapshot, Variable
 
@@ -58,20 +59,6 @@ class BodyError(ValueError):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
-
-
-def _kind(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true/false"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a text"
-    if isinstance(v, list):
-        return "an array"
-    return "an object" if isinstance(v, dict) else type(v).__name__
 
 
 @functools.lru_cache(maxsize=256)
