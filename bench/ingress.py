@@ -15,6 +15,7 @@ HOOKSTREAM_INGRESS_CLIENT are passed on to both servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from automations.snapshot import ApiKeyHash  # noqa: E402
-from hookstream.kafka.launcher import LocalKafka, free_port  # noqa: E402
+from hookstream.kafka.launcher import free_port, named_or_scratch_broker  # noqa: E402
 from hookstream.kafka.topics import Topics, ensure_topics  # noqa: E402
 from tests.ingress.conftest import make_snapshot, new_key, publish_snapshots, sha  # noqa: E402
 
@@ -116,13 +117,8 @@ class Server:
 def main() -> None:
     wrk = ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
-    kafka = None
-    bootstrap = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        kafka = LocalKafka(tmp / "kafka", port=free_port(), controller_port=free_port(),
-                           heap="1g", log_level="WARN")
-        kafka.start()
-        bootstrap = kafka.bootstrap
+    cleanup = contextlib.ExitStack()
+    bootstrap = cleanup.enter_context(named_or_scratch_broker())
     servers: list[Server] = []
     try:
         topics = Topics(f"bench{int(time.time())}.")
@@ -183,8 +179,7 @@ def main() -> None:
     finally:
         for s in servers:
             s.stop()
-        if kafka is not None:
-            kafka.stop()
+        cleanup.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ single-respondent webhooks at a fixed rate with delay 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import statistics
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from automations.process import invitation_id  # noqa: E402
-from hookstream.kafka.launcher import LocalKafka, free_port  # noqa: E402
+from hookstream.kafka.launcher import free_port, named_or_scratch_broker  # noqa: E402
 
 TOKEN = "bench-admin-token"
 _MSGID = re.compile(rb"^([0-9a-f-]{36})\.invitation@", re.I)
@@ -230,13 +231,8 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     logs = tmp / "logs"
     logs.mkdir()
-    kafka = None
-    bootstrap = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        kafka = LocalKafka(tmp / "kafka", port=free_port(), controller_port=free_port(),
-                           heap="1g", log_level="WARN")
-        kafka.start()
-        bootstrap = kafka.bootstrap
+    cleanup = contextlib.ExitStack()
+    bootstrap = cleanup.enter_context(named_or_scratch_broker())
     accepted = Accepted(tmp / "accepted.log")
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     os.environ["HOOKSTREAM_KAFKA_BOOTSTRAP"], os.environ["BENCH_PREFIX"] = bootstrap, prefix
@@ -312,5 +308,4 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(10)
-        if kafka is not None:
-            kafka.stop()
+        cleanup.close()

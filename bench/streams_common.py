@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,24 +15,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hookstream.kafka.launcher import LocalKafka, free_port  # noqa: E402
-
-
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    """HOOKSTREAM_KAFKA_BOOTSTRAP if set, else a local broker of our own, stopped at the end."""
-    named = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP")
-    if named:
-        yield named
-        return
-    with tempfile.TemporaryDirectory(prefix="hookstream-bench-kafka-") as tmp:
-        kafka = LocalKafka(Path(tmp), port=free_port(), controller_port=free_port(),
-                           heap="1g", log_level="WARN")
-        kafka.start()
-        try:
-            yield kafka.bootstrap
-        finally:
-            kafka.stop()
+from hookstream.kafka.launcher import free_port  # noqa: E402
+from hookstream.kafka.launcher import named_or_scratch_broker as broker  # noqa: E402,F401
 
 
 class WorkerProcess:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hookstream.kafka.launcher import LocalKafka, free_port
+from hookstream.kafka.launcher import scratch_broker
 from hookstream.kafka.topics import Topics
 
 
@@ -41,15 +41,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    port = free_port()
-    controller = free_port()
-    kafka = LocalKafka(Path(tmp_path_factory.mktemp("kafka")), port=port,
-                       controller_port=controller, heap="1g", log_level="WARN")
-    kafka.start()
-    try:
-        yield kafka.bootstrap
-    finally:
-        kafka.stop()
+    with scratch_broker(Path(tmp_path_factory.mktemp("kafka"))) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

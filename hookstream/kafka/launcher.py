@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -16,9 +18,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +122,13 @@ async def answers_metadata(bootstrap: str, timeout: float = 3.0) -> bool:
     finally:
         await client.close()
         conn_log.setLevel(level)
+
+
+def _answers_metadata_blocking(bootstrap: str, timeout: float) -> bool:
+    """`answers_metadata` from blocking code, also when the caller runs an event loop
+    (a benchmark's async main): the probe gets a loop of its own on a short-lived thread."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-probe") as pool:
+        return pool.submit(asyncio.run, answers_metadata(bootstrap, timeout)).result()
 
 
 @dataclass
@@ -259,7 +270,7 @@ class LocalKafka:
                 raise KafkaLaunchError(
                     f"the broker exited with status {proc.returncode}; see "
                     f"{self.data_dir / 'logs'}:\n{self._log_tail()}")
-            if asyncio.run(answers_metadata(self.bootstrap, timeout=2.0)):
+            if _answers_metadata_blocking(self.bootstrap, timeout=2.0):
                 return st
             time.sleep(0.3)
         self.stop()
@@ -307,3 +318,29 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return  # not our child: its own parent (or init) reaps it
+
+
+@contextlib.contextmanager
+def scratch_broker(data_dir: Path | None = None, log_level: str = "WARN") -> Iterator[str]:
+    """A broker of our own on free ports (in `data_dir` or a temporary one), stopped at the
+    end; yields its bootstrap address. For tests and benchmarks."""
+    with contextlib.ExitStack() as cleanup:
+        if data_dir is None:
+            data_dir = Path(cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="hookstream-kafka-")))
+        kafka = LocalKafka(data_dir, port=free_port(), controller_port=free_port(), heap="1g",
+                           log_level=log_level)
+        kafka.start()
+        cleanup.callback(kafka.stop)
+        yield kafka.bootstrap
+
+
+@contextlib.contextmanager
+def named_or_scratch_broker() -> Iterator[str]:
+    """The cluster HOOKSTREAM_KAFKA_BOOTSTRAP names, else a scratch broker of our own."""
+    named = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP")
+    if named:
+        yield named
+        return
+    with scratch_broker() as bootstrap:
+        yield bootstrap
