@@ -157,6 +157,16 @@ rootLogger.appenderRef.file.ref = FILE
 """
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka writes them. Like Kafka's Uuid.randomUuid(), never one
+    starting with '-': the storage tool's argument parser would take it for an option
+    (this failed about one broker start in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalKafka:
     """One broker in one data directory; `state.json` there records what runs."""
 
@@ -233,7 +243,7 @@ class LocalKafka:
     def _format(self, cp: str, props: Path) -> None:
         if (self.data_dir / "kraft" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         proc = subprocess.run(
             self._java(cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
                        "-c", str(props), "--ignore-formatted"),

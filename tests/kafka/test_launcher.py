@@ -15,8 +15,17 @@ from hookstream.kafka.launcher import (
     LocalKafka,
     free_port,
     kafka_version,
+    new_cluster_id,
     pid_alive,
 )
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    # One id in 64 began with '-' and the storage tool took it for an option.
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)
+    assert len(set(ids)) == len(ids)
 
 
 def _cmdline(pid: int) -> list[str]:
