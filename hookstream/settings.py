@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     smtp_concurrency: int = Field(default=8, ge=1)
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8080
+    # librdkafka's linger before a produce request leaves (ms; fractions allowed).
+    ingress_linger_ms: float = Field(default=0.5, ge=0, le=1000)
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
     metrics_host: str = "127.0.0.1"  # where worker and notifier serve /metrics and /healthz

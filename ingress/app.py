@@ -69,6 +69,7 @@ def build_publisher(settings: Settings, send_timeout: float,
     max_request = max(1024 * 1024, settings.max_body_bytes + 64 * 1024)
     if client == "rdkafka":
         return RdKafkaPublisher(settings.kafka_bootstrap, timeout=send_timeout,
+                                linger_ms=settings.ingress_linger_ms,
                                 max_request_size=max_request)
     if client == "aiokafka":
         return PublisherPool([

@@ -6,8 +6,9 @@ produce request in flight per connection; librdkafka batches and pipelines in C 
 How: `produce()` is called on the event loop (it only queues the record) and the delivery
 reports are served there too (`poll(0)`, see `_Client`), resolving the request's future.
 A 202 is only given for a delivery report without error (acks=all, idempotent producer).
-`message.timeout.ms` bounds how long librdkafka tries, and an asyncio timeout of the same
-length bounds the request, so an outage gives a 503 within `timeout` seconds. The breaker
+`message.timeout.ms` bounds how long librdkafka tries, and the pump fails any future still
+open after `timeout` (one deadline queue instead of a timer per request, which cost ~4% of
+the ingress's CPU), so an outage gives a 503 within `timeout` seconds. The breaker
 is the shared `Breaker` (publishing.py): after a failure, requests get a 503 at once except
 one probe per `probe_interval`.
 
@@ -18,9 +19,9 @@ as with aiokafka; see publishing.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections import deque
 from functools import partial
 from typing import Any
 
@@ -30,27 +31,32 @@ from ingress.publishing import Breaker, Headers, PublishUnavailable
 
 log = logging.getLogger(__name__)
 
-PUMP_INTERVAL = 0.001  # s between polls while records await their delivery report
+# s between polls while records await their delivery report. 0.25 ms answered sooner but
+# spent what it saved on ticks (bench/ingress.py: no gain); 1 ms it is.
+PUMP_INTERVAL = 0.001
 
 
 class _Client:
     """One librdkafka producer whose delivery reports are served on the event loop.
 
-    `poll(0)` is called after each produce and, while records are pending, every
-    PUMP_INTERVAL by a pump task: the callbacks then run in the loop's thread and resolve
-    the futures directly. (A poll thread was measured slower: it must win the GIL back from
-    a busy loop, which delays every delivery report by up to the 5 ms switch interval.)
+    A timer (`_pump`) calls `poll(0)` every PUMP_INTERVAL while records are pending: the
+    callbacks then run in the loop's thread and resolve the futures directly. (A poll thread
+    blocking in `poll()` was measured no faster: it must win the GIL back from a busy loop,
+    and its hand-over costs a loop wake-up.) The same tick fails the futures whose deadline
+    passed: `_deadlines` is in send order, so only its head needs looking at.
     """
 
     def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop,
-                 on_fatal: Any) -> None:
+                 on_fatal: Any, timeout: float) -> None:
         self.loop = loop
+        self.timeout = timeout
         self.fatal: str | None = None
         self._on_fatal = on_fatal
         self.producer = Producer({**config, "error_cb": self._error})
         self.pending = 0
-        self._wake = asyncio.Event()
-        self._pump = loop.create_task(self._serve(), name="ingress-rdkafka-pump")
+        self._deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._tick: asyncio.TimerHandle | None = None  # the pump, armed while records wait
+        self._closed = False
 
     def _error(self, err: KafkaError) -> None:
         # Transport errors are normal during an outage (the delivery reports say what
@@ -71,26 +77,40 @@ class _Client:
         else:
             fut.set_exception(PublishUnavailable(err.name()))
 
-    def produce(self, topic: str, key: bytes, value: bytes, headers: Headers,
-                fut: asyncio.Future[None]) -> None:
-        producer = self.producer
-        producer.produce(topic, value, key, headers=headers,
-                         on_delivery=partial(self.delivered, fut))
+    def produce(self, topic: str, key: bytes, value: bytes,
+                headers: Headers) -> asyncio.Future[None]:
+        """Queue one record; the future resolves on its delivery report or its deadline."""
+        fut = self.loop.create_future()
+        self.producer.produce(topic, value, key, headers=headers,
+                              on_delivery=partial(self.delivered, fut))
         self.pending += 1
-        producer.poll(0)  # serve reports that are ready (cheap; no waiting)
-        self._wake.set()
+        self._deadlines.append((time.monotonic() + self.timeout, fut))
+        if self._tick is None and not self._closed:
+            self._tick = self.loop.call_later(PUMP_INTERVAL, self._pump)
+        return fut
 
-    async def _serve(self) -> None:
-        producer = self.producer
-        while True:
-            if self.pending <= 0:
-                self._wake.clear()
-                await self._wake.wait()
-            await asyncio.sleep(PUMP_INTERVAL)
-            try:
-                producer.poll(0)
-            except Exception:  # noqa: BLE001 - a callback failed: log it, keep serving
-                log.exception("serving Kafka delivery reports failed")
+    def expire(self, now: float) -> None:
+        """Drop answered futures from the head of the deadline queue; fail the overdue."""
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, fut = deadlines[0]
+            if not fut.done():
+                if deadline > now:
+                    return
+                fut.set_exception(PublishUnavailable("Kafka did not acknowledge in time"))
+            deadlines.popleft()
+
+    def _pump(self) -> None:
+        """Serve delivery reports and deadlines; re-arm while anything waits. A plain timer
+        callback, not a task: a tick is then a poll and a heap push, nothing more."""
+        self._tick = None
+        try:
+            self.producer.poll(0)
+        except Exception:  # noqa: BLE001 - a callback failed: log it, keep serving
+            log.exception("serving Kafka delivery reports failed")
+        self.expire(time.monotonic())
+        if (self.pending > 0 or self._deadlines) and not self._closed:
+            self._tick = self.loop.call_later(PUMP_INTERVAL, self._pump)
 
     async def close(self, timeout: float, *, purge: bool = False) -> int:
         """Deliver (or purge) what is held, serving its reports; returns how many records
@@ -100,15 +120,17 @@ class _Client:
         deadline = time.monotonic() + (0.5 if purge else timeout)
         while self.pending > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded
             await asyncio.sleep(0.005)  # the pump polls meanwhile
-        self._pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._pump
+        self._closed = True
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         self.producer.poll(0)
+        self.expire(float("inf"))  # nobody serves reports any more: answer the rest 503
         return len(self.producer)
 
 
 class RdKafkaPublisher:
-    def __init__(self, bootstrap: str, *, timeout: float = 4.0, linger_ms: int = 2,
+    def __init__(self, bootstrap: str, *, timeout: float = 4.0, linger_ms: float = 0.5,
                  probe_interval: float = 0.5, rebuild_after: float | None = None,
                  max_request_size: int = 8 * 1024 * 1024) -> None:
         self.bootstrap = bootstrap
@@ -124,7 +146,7 @@ class RdKafkaPublisher:
             "max.in.flight.requests.per.connection": 5,
             "linger.ms": linger_ms,
             # librdkafka fails a record it could not deliver in this time: part of the
-            # "503 within 5 s" promise (the asyncio timeout in publish() is the other part).
+            # "503 within 5 s" promise (the deadline queue in _Client is the other part).
             "message.timeout.ms": timeout_ms,
             "request.timeout.ms": timeout_ms,
             "socket.timeout.ms": timeout_ms,
@@ -152,7 +174,8 @@ class RdKafkaPublisher:
         async with self._lock:
             if self._client is not None:
                 return True
-            client = _Client(self.config, asyncio.get_running_loop(), self._fatal)
+            client = _Client(self.config, asyncio.get_running_loop(), self._fatal,
+                             self.timeout)
             if not await self._reachable(client, self.timeout):
                 await client.close(0.5, purge=True)
                 return False
@@ -210,9 +233,8 @@ class RdKafkaPublisher:
             self.breaker.mark_down("the producer is not connected")
             self._start_rebuild(client, "it is not connected")
             raise PublishUnavailable("the producer is not connected")
-        fut: asyncio.Future[None] = client.loop.create_future()
         try:
-            client.produce(topic, key, value, headers, fut)
+            fut = client.produce(topic, key, value, headers)
         except BufferError:
             self.breaker.mark_down("the producer's queue is full")
             raise PublishUnavailable("the producer's queue is full") from None
@@ -220,11 +242,7 @@ class RdKafkaPublisher:
             self.breaker.mark_down(str(exc))
             raise PublishUnavailable(str(exc)) from exc
         try:
-            async with asyncio.timeout(self.timeout):
-                await fut
-        except TimeoutError:
-            self._failed(client, "no acknowledgement within the send timeout")
-            raise PublishUnavailable("Kafka did not acknowledge in time") from None
+            await fut
         except PublishUnavailable as exc:
             self._failed(client, f"delivery failed: {exc}")
             raise

@@ -103,3 +103,49 @@ async def test_outage_gives_503_never_202_and_recovers(own_kafka: LocalKafka, tm
     # No 202'd body twice (a 503'd one may land later: at-least-once, see publishing.py).
     ids = [rec.headers["request-id"] for rec in records]
     assert len(ids) == len(set(ids))
+
+
+async def test_frozen_broker_gives_503_within_the_send_timeout(own_kafka: LocalKafka,
+                                                                tmp_path: Path) -> None:
+    """A broker that keeps its connections open but answers nothing (a long GC pause, a
+    partition): no delivery report ever comes, so the publisher's own deadline must answer
+    503 in time. SIGSTOP/SIGCONT by the broker's pid; it is always resumed."""
+    import os
+    import signal
+
+    from ingress.publishing import PublishUnavailable
+    from ingress.publishing_rdkafka import RdKafkaPublisher
+
+    state = own_kafka.state()
+    assert state is not None
+    bootstrap = f"127.0.0.1:{state.port}"
+    topics = Topics(f"t{int(time.time())}.")
+    await ensure_topics(bootstrap, topics, 1)
+    timeout = 0.6  # below librdkafka's own floor of 1 s for message.timeout.ms
+    publisher = RdKafkaPublisher(bootstrap, timeout=timeout)
+    await publisher.start()
+    try:
+        await publisher.publish(topics.raw, b"a", b'{"n": 0}', [])
+        os.kill(state.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(PublishUnavailable):
+                await publisher.publish(topics.raw, b"a", b'{"n": 1}', [])
+            waited = time.monotonic() - started
+            # A probe-less breaker is now open: the next one is refused at once.
+            with pytest.raises(PublishUnavailable):
+                await publisher.publish(topics.raw, b"a", b'{"n": 2}', [])
+        finally:
+            os.kill(state.pid, signal.SIGCONT)
+        assert timeout * 0.9 <= waited < timeout + 0.5, waited
+        # Resumed: a probe is let through and acknowledged, which closes the breaker.
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    await publisher.publish(topics.raw, b"a", b'{"n": 3}', [])
+                    break
+                except PublishUnavailable:
+                    await asyncio.sleep(0.2)
+        assert publisher.ready
+    finally:
+        await publisher.stop()
