@@ -56,7 +56,7 @@ BODY_CODES = {"empty": "empty_body"}
 # connection, so a second one halves the wait for the request ahead; more cost broker CPU).
 PRODUCERS = int(os.environ.get("HOOKSTREAM_INGRESS_PRODUCERS", "2"))
 # Kafka client: "rdkafka" (confluent-kafka: batching and pipelining in C threads; the
-# default: bench/ingress.py ratio 0.63 against aiokafka's 0.51, run back to back) or
+# default: bench/ingress.py ratio 0.63 against aiokafka's 0.51 in one session) or
 # "aiokafka" (a pool of PRODUCERS). Read when the app is built, so a test can choose per app.
 CLIENT_ENV = "HOOKSTREAM_INGRESS_CLIENT"
 DEFAULT_CLIENT = "rdkafka"
