@@ -14,6 +14,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from automations.snapshot import AutomationSnapshot
+from hookstream.tasks import cancel_and_wait
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,8 @@ class ConfigCache:
             listener(automation_id, snapshot)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass  # we cancelled it ourselves
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None

@@ -15,7 +15,6 @@ media type (415) -> declared size (413) -> body read within the limit (413) -> n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from automations.process import BodyError, dry_run, media_type, parse_body
 from automations.snapshot import AutomationSnapshot
 from hookstream.kafka.topics import Topics, ensure_topics
 from hookstream.settings import Settings
+from hookstream.tasks import cancel_and_wait
 from ingress.errors import ERRORS, error_body
 from ingress.idempotency import Claim, IdempotencyStore, Replay
 from ingress.keys import KeyIndex
@@ -170,11 +170,7 @@ class IngressApp:
                 await asyncio.sleep(0.05)
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         await self.publisher.stop()  # flushes what was sent and not yet acknowledged
         await self.cache.stop()

@@ -210,14 +210,6 @@ class RdKafkaPublisher:
     def ready(self) -> bool:
         return self._client is not None and not self.breaker.down
 
-    @property
-    def probe_due(self) -> bool:
-        return self.breaker.probe_due
-
-    @property
-    def down_for(self) -> float:
-        return self.breaker.down_for
-
     async def probe(self) -> bool:
         """For /readyz: connect if needed; when down, check that the cluster answers again."""
         if self._client is None and not await self._connect():
@@ -254,8 +246,9 @@ class RdKafkaPublisher:
 
     def _failed(self, client: _Client, why: str) -> None:
         self.breaker.mark_down(why)
-        if self.down_for >= self.rebuild_after:
-            self._start_rebuild(client, f"no acknowledgement for {self.down_for:.1f}s")
+        down_for = self.breaker.down_for
+        if down_for >= self.rebuild_after:
+            self._start_rebuild(client, f"no acknowledgement for {down_for:.1f}s")
 
     def _fatal(self, client: _Client) -> None:
         self.breaker.mark_down(f"fatal producer error: {client.fatal}")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from automations.store.db import make_engine, session_factory
 from automations.store.models import AutomationErrorRow, UTCDateTime
+from hookstream.tasks import cancel_and_wait
 from notifier.models import (
     FINAL,
     SENDING,
@@ -114,12 +115,7 @@ class Db:
         return out
 
     async def close(self) -> None:
-        if self._batcher is not None:
-            self._batcher.cancel()
-            try:
-                await self._batcher
-            except asyncio.CancelledError:
-                pass  # we cancelled it
+        await cancel_and_wait(self._batcher)
         self._executor.shutdown(wait=True)
         self.engine.dispose()
 

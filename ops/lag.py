@@ -18,6 +18,8 @@ from aiokafka.errors import KafkaTimeoutError
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hookstream.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 LAG_METRIC = "hookstream_consumer_lag"
@@ -258,12 +260,7 @@ class LagCollector(Collector):
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass  # the cancellation we asked for
+        await cancel_and_wait(task)
         await self._drop_reader()
 
 

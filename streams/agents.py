@@ -19,6 +19,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
 from hookstream.kafka.topics import Topics
+from hookstream.tasks import cancel_and_wait
 from streams.transform import Output, RawRecord, Transformer, header
 from streams.txloop import AfterCommit, LoopConfig, TransactionalLoop
 
@@ -47,12 +48,7 @@ class RawProcessor:
         self._task = asyncio.create_task(self.loop.run(), name="streams-raw")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass  # cancelled by us just above
+        await cancel_and_wait(self._task)
         await self.loop.stop()
 
     def failed(self) -> BaseException | None:

@@ -28,11 +28,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import ProducerFenced, TopicAlreadyExistsError
 
 from hookstream.kafka.topics import Topics
+from hookstream.tasks import cancel_and_wait
 from schemas import codec
 from streams import metrics
-from streams.batching import BatchSender, last_offsets
+from streams.batching import last_offsets
 from streams.transform import Output, header
-from streams.txloop import AfterCommit, LoopConfig, TransactionalLoop, abort_quietly
+from streams.txloop import AfterCommit, LoopConfig, TransactionalLoop, send_in_transaction
 from streams.waiting_store import WaitingStore
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,7 @@ class Scheduler:
                        asyncio.create_task(self._release_forever(), name="scheduler-release")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass  # cancelled by us just above
+        await cancel_and_wait(*self._tasks)
         await self.loop.stop()
         if self._offsets is not None:
             await self._offsets.stop()
@@ -174,18 +169,13 @@ class Scheduler:
                 rows = store.due(now_ms, self.release_batch)
                 if not rows:
                     continue
+                due = [Output(self.topics.due, inv_id.encode(), value, [])
+                       for inv_id, _due, value in rows]
                 try:
-                    await producer.begin_transaction()
-                    try:
-                        due = [Output(self.topics.due, inv_id.encode(), value, [])
-                               for inv_id, _due, value in rows]
-                        sent = await BatchSender(producer, self._partitions).send_all(
-                            due + [Output(self.changelog, o.key, None, [], tp.partition)
-                                   for o in due])
-                        await producer.commit_transaction()
-                    except BaseException:
-                        await abort_quietly(producer)
-                        raise
+                    sent = await send_in_transaction(
+                        producer, self._partitions,
+                        due + [Output(self.changelog, o.key, None, [], tp.partition)
+                               for o in due])
                 except asyncio.CancelledError:
                     raise
                 except ProducerFenced:

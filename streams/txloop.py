@@ -23,7 +23,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ProducerFenced
 
 from streams import metrics
-from streams.batching import BatchSender, last_offsets
+from streams.batching import BatchSender, Sent, last_offsets
 from streams.transform import Output
 
 log = logging.getLogger(__name__)
@@ -127,15 +127,8 @@ class TransactionalLoop:
         producer = self.producers[tp]
         try:
             outputs, after = await self.handler(tp, records)
-            await producer.begin_transaction()
-            try:
-                sent = await BatchSender(producer, self._partitions).send_all(outputs)
-                await producer.send_offsets_to_transaction(
-                    {tp: records[-1].offset + 1}, self.cfg.group_id)
-                await producer.commit_transaction()
-            except BaseException:
-                await abort_quietly(producer)
-                raise
+            sent = await send_in_transaction(producer, self._partitions, outputs,
+                                             {tp: records[-1].offset + 1}, self.cfg.group_id)
         except asyncio.CancelledError:
             raise
         except ProducerFenced:
@@ -246,6 +239,24 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.loop.partitions_assigned(assigned)
+
+
+async def send_in_transaction(producer: AIOKafkaProducer, partitions: dict[str, list[int]],
+                              outputs: Sequence[Output],
+                              offsets: dict[TopicPartition, int] | None = None,
+                              group_id: str = "") -> list[Sent]:
+    """Send `outputs` (and commit `offsets` for `group_id`) in one transaction. On any
+    failure the transaction is aborted and the failure re-raised: none of it is visible."""
+    await producer.begin_transaction()
+    try:
+        sent = await BatchSender(producer, partitions).send_all(outputs)
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, group_id)
+        await producer.commit_transaction()
+    except BaseException:
+        await abort_quietly(producer)
+        raise
+    return sent
 
 
 async def abort_quietly(producer: AIOKafkaProducer) -> None:

@@ -5,6 +5,8 @@ session's is shared), stopped and started again on the same data directory."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 from automations.snapshot import ApiKeyHash
 from hookstream.kafka.launcher import LocalKafka, free_port
 from hookstream.kafka.topics import Topics, ensure_topics
+from ingress.publishing import PublishUnavailable
+from ingress.publishing_rdkafka import RdKafkaPublisher
 from tests.ingress.conftest import (
     make_snapshot,
     new_key,
@@ -110,12 +114,6 @@ async def test_frozen_broker_gives_503_within_the_send_timeout(own_kafka: LocalK
     """A broker that keeps its connections open but answers nothing (a long GC pause, a
     partition): no delivery report ever comes, so the publisher's own deadline must answer
     503 in time. SIGSTOP/SIGCONT by the broker's pid; it is always resumed."""
-    import os
-    import signal
-
-    from ingress.publishing import PublishUnavailable
-    from ingress.publishing_rdkafka import RdKafkaPublisher
-
     state = own_kafka.state()
     assert state is not None
     bootstrap = f"127.0.0.1:{state.port}"
