@@ -41,10 +41,10 @@ class _Client:
 
     `poll(0)` runs after each produce and, while records are pending, on a timer (`_pump`)
     every PUMP_INTERVAL: the callbacks then run in the loop's thread and resolve the futures
-    directly. (A poll thread
-    blocking in `poll()` was measured no faster: it must win the GIL back from a busy loop,
-    and its hand-over costs a loop wake-up.) The same tick fails the futures whose deadline
-    passed: `_deadlines` is in send order, so only its head needs looking at.
+    directly. (A poll thread blocking in `poll()` was measured no faster: it must win the GIL
+    back from a busy loop, and its hand-over costs a loop wake-up.) The same tick fails the
+    futures whose deadline passed: `_deadlines` is in send order, so only its head needs
+    looking at.
     """
 
     def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop,
