@@ -14,7 +14,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from automations.snapshot import AutomationSnapshot
-from hookstream.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait
 from schemas import codec
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 
 from bench.streams import delete_topics  # noqa: E402
 from bench.streams_common import WorkerProcess, broker  # noqa: E402
-from hookstream.kafka.topics import Topics, ensure_topics  # noqa: E402
+from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from schemas import codec  # noqa: E402
 
 TOTAL = 5000
@@ -37,7 +37,7 @@ def run_faust_worker() -> None:
     import faust
 
     from automations.config_cache import ConfigCache
-    from hookstream.settings import get_settings
+    from core.settings import get_settings
     from streams.transform import RawRecord, Transformer
 
     s = get_settings()

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from automations.snapshot import ApiKeyHash  # noqa: E402
-from hookstream.kafka.launcher import free_port, named_or_scratch_broker  # noqa: E402
-from hookstream.kafka.topics import Topics, ensure_topics  # noqa: E402
+from core.kafka.topics import Topics, ensure_topics  # noqa: E402
+from hookstream.local.kafka import free_port, named_or_scratch_broker  # noqa: E402
 from tests.ingress.conftest import make_snapshot, new_key, publish_snapshots, sha  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))

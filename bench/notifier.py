@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hookstream.kafka.launcher import free_port  # noqa: E402
+from hookstream.local.kafka import free_port  # noqa: E402
 from notifier.mailer import SmtpPool  # noqa: E402
 from notifier.render import invitation_mail  # noqa: E402
 from notifier.smtp_config import SmtpConfig  # noqa: E402

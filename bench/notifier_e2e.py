@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from automations.process import invitation_id  # noqa: E402
-from hookstream.kafka.launcher import free_port, named_or_scratch_broker  # noqa: E402
+from hookstream.local.kafka import free_port, named_or_scratch_broker  # noqa: E402
 
 TOKEN = "bench-admin-token"
 _MSGID = re.compile(rb"^([0-9a-f-]{36})\.invitation@", re.I)
@@ -211,7 +211,7 @@ def _machine_busy() -> tuple[float, float]:
 
 async def _sample_lag(stop: asyncio.Event, every: float = 10.0) -> None:
     """Print each stage's consumer lag now and then: where a backlog builds up."""
-    from ops.lag import read_lag
+    from core.kafka.lag import read_lag
 
     bootstrap, prefix = os.environ["HOOKSTREAM_KAFKA_BOOTSTRAP"], os.environ["BENCH_PREFIX"]
     groups = [f"{prefix}hookstream-streams.raw", f"{prefix}hookstream-notifier"]

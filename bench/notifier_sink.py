@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiosmtpd.smtp import SMTP, Envelope, Session  # noqa: E402
 
-from notifier.smtp_sink import SmtpSink  # noqa: E402
+from hookstream.local.smtp_sink import SmtpSink  # noqa: E402
 
 _MSGID = re.compile(rb"^Message-ID:\s*<([^>\r\n]+)>", re.MULTILINE | re.IGNORECASE)
 

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 
 from bench.streams import delete_topics  # noqa: E402
 from bench.streams_common import WorkerProcess, broker  # noqa: E402
-from hookstream.kafka.topics import Topics, ensure_topics  # noqa: E402
+from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from streams.batching import BatchSender  # noqa: E402
 from streams.fast_avro import encode_invitation  # noqa: E402
 from streams.transform import Output  # noqa: E402

@@ -40,7 +40,7 @@ from automations.snapshot import (  # noqa: E402
     Variable,
 )
 from bench.streams_common import WorkerProcess, broker  # noqa: E402
-from hookstream.kafka.topics import Topics, ensure_topics  # noqa: E402
+from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from schemas import codec  # noqa: E402
 
 AUTOMATION = "bench-automation"
@@ -168,7 +168,7 @@ async def one_run(bootstrap: str, n: int, kind: str, tmp: Path) -> tuple[float, 
 async def baseline_child() -> None:
     """The same transform in a plain at-least-once aiokafka loop (no transactions)."""
     from automations.config_cache import ConfigCache
-    from hookstream.settings import get_settings
+    from core.settings import get_settings
     from streams.transform import RawRecord, Transformer
 
     s = get_settings()

@@ -15,8 +15,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hookstream.kafka.launcher import free_port  # noqa: E402
-from hookstream.kafka.launcher import named_or_scratch_broker as broker  # noqa: E402,F401
+from hookstream.local.kafka import free_port  # noqa: E402
+from hookstream.local.kafka import named_or_scratch_broker as broker  # noqa: E402,F401
 
 
 class WorkerProcess:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from hookstream.kafka.launcher import KafkaLaunchError, LocalKafka, answers_metadata
-from hookstream.settings import get_settings
+from core.settings import get_settings
+from hookstream.local.kafka import KafkaLaunchError, LocalKafka, answers_metadata
 
 app = typer.Typer(no_args_is_help=True, help="hookstream: incoming webhooks to survey invitations "
                   "on Apache Kafka.")
@@ -16,7 +16,7 @@ kafka_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka 
 app.add_typer(kafka_app, name="kafka")
 
 # Each area contributes its own commands; `register(app)` in its cli module adds them.
-AREA_CLIS = ("automations.cli", "ingress.cli", "streams.cli", "notifier.cli", "ops.cli",
+AREA_CLIS = ("control_plane.cli", "ingress.cli", "streams.cli", "notifier.cli", "ops.cli",
              "hookstream.up")
 for _module in AREA_CLIS:
     importlib.import_module(_module).register(app)

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import typer
 
-from hookstream.kafka.launcher import LocalKafka
-from hookstream.settings import Settings, get_settings
+from core.settings import Settings, get_settings
+from hookstream.local.kafka import LocalKafka
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _tail(path: Path, n: int = 20) -> str:
 def _demo_automation(s: Settings) -> tuple[str, str]:
     """The demo automation's id and a fresh API key (keys are stored hashed, so a restart
     rotates the demo key rather than reading an old one back)."""
-    from automations.demo import seed_demo
+    from control_plane.demo import seed_demo
 
     token = s.admin_token.get_secret_value()
     marker = s.var_dir / "demo-automation-id"

@@ -26,9 +26,9 @@ import orjson
 from automations.config_cache import ConfigCache
 from automations.process import BodyError, dry_run, media_type, parse_body
 from automations.snapshot import AutomationSnapshot
-from hookstream.kafka.topics import Topics, ensure_topics
-from hookstream.settings import Settings
-from hookstream.tasks import cancel_and_wait
+from core.kafka.topics import Topics, ensure_topics
+from core.settings import Settings
+from core.tasks import cancel_and_wait
 from ingress.errors import ERRORS, error_body
 from ingress.idempotency import Claim, IdempotencyStore, Replay
 from ingress.keys import KeyIndex

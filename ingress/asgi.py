@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
-from hookstream.settings import get_settings
+from core.settings import get_settings
 from ingress.app import IngressApp, create_app
 from ingress.publishing import NullPublisher
 

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
         Stops gracefully on SIGINT/SIGTERM: open requests finish and the producer is flushed.
         """
-        from hookstream.settings import get_settings
+        from core.settings import get_settings
 
         s = get_settings()
         serve(host or s.ingress_host, port or s.ingress_port, server)

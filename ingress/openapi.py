@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hookstream.settings import Settings
+from core.settings import Settings
 from ingress.errors import ERRORS
 
 _JSON = "application/json"

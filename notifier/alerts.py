@@ -26,7 +26,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from notifier import store
 from notifier.consuming import ConsumerService, TrackedConsumer
 from notifier.control_plane import ControlPlane

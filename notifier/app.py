@@ -15,14 +15,14 @@ import sys
 from aiokafka import AIOKafkaProducer
 
 from automations.config_cache import ConfigCache
-from automations.store.db import migrate
-from hookstream.kafka.topics import Topics, ensure_topics
-from hookstream.settings import Settings
+from core.kafka.topics import Topics, ensure_topics
+from core.settings import Settings
 from notifier.alerts import AlertService
 from notifier.control_plane import ControlPlane
 from notifier.http import HealthServer
 from notifier.invitations import InvitationService, Tuning
 from notifier.mailer import SmtpPool
+from notifier.migrations import migrate
 from notifier.smtp_config import SmtpConfig
 from notifier.store import Db
 

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         """
         import asyncio
 
-        from hookstream.settings import get_settings
+        from core.settings import get_settings
         from notifier.app import run
         from notifier.smtp_config import SmtpUrlError
 
@@ -45,9 +45,9 @@ def register(app: typer.Typer) -> None:
         import signal
         import threading
 
-        from hookstream.settings import get_settings
+        from core.settings import get_settings
+        from hookstream.local.smtp_sink import SmtpSink
         from notifier.smtp_config import SmtpConfig
-        from notifier.smtp_sink import SmtpSink
 
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

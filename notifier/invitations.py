@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from notifier import events, store
 from notifier.consuming import ConsumerService, TrackedConsumer
 from notifier.mailer import SendError, SmtpPool

@@ -1,4 +1,4 @@
-"""The notifier's SQL tables, on the control plane's shared `Base`.
+"""The notifier's SQL tables (it owns them; their migrations are in `notifier/migrations/`).
 
 - `respondents`: one row per (survey, e-mail) with the background data; the values of the
   newest invitation (by `received_at`) win, key by key.
@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from automations.store.models import Base, utcnow
+from core.sql import UTCDateTime, utcnow
 
 # Invitation status values (the row's life: sending -> sent | failed; or suppressed at once).
 SENDING = "sending"
@@ -25,6 +25,10 @@ SENT = "sent"
 FAILED = "failed"
 SUPPRESSED = "suppressed"
 FINAL = (SENT, FAILED, SUPPRESSED)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
 class Respondent(Base):
@@ -81,3 +85,25 @@ class FailureStreak(Base):
     reset_at: Mapped[datetime | None] = mapped_column(nullable=True)
     disabled_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_alert_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AutomationErrorRow(Base):
+    """A failure reported on `automations.errors`; no respondent data. The notifier writes it,
+    the admin API reads it.
+
+    No foreign key: errors may name an automation that is unknown or already deleted.
+    """
+
+    __tablename__ = "automation_errors"
+    __table_args__ = (Index("ix_automation_errors_automation_at", "automation_id", "at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the event's error_id
+    automation_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32))
+    field: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    record_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    invitation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column()

@@ -19,14 +19,14 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import JSON, Connection, Engine, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from automations.store.db import make_engine, session_factory
-from automations.store.models import AutomationErrorRow, UTCDateTime
-from hookstream.tasks import cancel_and_wait
+from core.sql import UTCDateTime, make_engine, session_factory
+from core.tasks import cancel_and_wait
 from notifier.models import (
     FINAL,
     SENDING,
     SENT,
     SUPPRESSED,
+    AutomationErrorRow,
     FailureStreak,
     Invitation,
     Respondent,

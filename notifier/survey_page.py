@@ -44,6 +44,6 @@ def make_router(sessions: sessionmaker[Session], prefix: str = "/s") -> APIRoute
 def router_for(database_url: str, prefix: str = "/s") -> APIRouter:
     """The router with its own engine on `database_url` (what the admin app mounts:
     `app.include_router(router_for(settings.database_url))`)."""
-    from automations.store.db import make_engine, session_factory
+    from core.sql import make_engine, session_factory
 
     return make_router(session_factory(make_engine(database_url)), prefix)

@@ -14,10 +14,10 @@ import typer
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from hookstream.kafka.topics import Topics
-from hookstream.settings import get_settings
+from core.kafka.lag import LagReader, LagReport
+from core.kafka.topics import Topics
+from core.settings import get_settings
 from ops.dlq import ReplayFilter, replay
-from ops.lag import LagReader, LagReport
 from ops.reading import ReadError, parse_from, resolve_topic
 from ops.tap import AvroFileSink, JsonLinesSink, TapResult, avro_schema_for, tap
 

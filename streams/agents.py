@@ -18,8 +18,8 @@ import time
 from aiokafka import ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
-from hookstream.kafka.topics import Topics
-from hookstream.tasks import cancel_and_wait
+from core.kafka.topics import Topics
+from core.tasks import cancel_and_wait
 from streams.transform import Output, RawRecord, Transformer, header
 from streams.txloop import AfterCommit, LoopConfig, TransactionalLoop
 

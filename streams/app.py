@@ -28,9 +28,9 @@ import mode
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from automations.config_cache import ConfigCache
-from hookstream.kafka.topics import Topics, ensure_topics
-from hookstream.settings import Settings, get_settings
-from ops.lag import LagCollector
+from core.kafka.lag import LagCollector
+from core.kafka.topics import Topics, ensure_topics
+from core.settings import Settings, get_settings
 from streams.agents import RawProcessor
 from streams.scheduler import Scheduler
 

@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import ProducerFenced, TopicAlreadyExistsError
 
-from hookstream.kafka.topics import Topics
-from hookstream.tasks import cancel_and_wait
+from core.kafka.topics import Topics
+from core.tasks import cancel_and_wait
 from schemas import codec
 from streams import metrics
 from streams.batching import last_offsets

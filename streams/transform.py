@@ -30,7 +30,7 @@ from automations.process import (
     parse_body,
 )
 from automations.snapshot import AutomationSnapshot
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from schemas import codec
 from streams import metrics
 from streams.fast_avro import (

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hookstream.kafka.launcher import scratch_broker
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
+from hookstream.local.kafka import scratch_broker
 
 
 def _docker_answers() -> bool:

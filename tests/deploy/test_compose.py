@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hookstream.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 HOOKSTREAM = {"admin": 8081, "ingress": 8080, "worker": 8082, "notifier": 8083}

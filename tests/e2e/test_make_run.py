@@ -22,7 +22,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from hookstream.kafka.launcher import free_port, pid_alive
+from hookstream.local.kafka import free_port, pid_alive
 
 
 def _children(pid: int) -> set[int]:

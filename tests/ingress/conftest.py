@@ -30,9 +30,9 @@ from automations.snapshot import (
     MessageTemplate,
     Variable,
 )
-from hookstream.kafka.launcher import free_port
-from hookstream.kafka.topics import Topics, ensure_topics
-from hookstream.settings import Settings
+from core.kafka.topics import Topics, ensure_topics
+from core.settings import Settings
+from hookstream.local.kafka import free_port
 from ingress.app import IngressApp, create_app
 from schemas import codec
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from automations.snapshot import ApiKeyHash
-from hookstream.kafka.topics import Topics, ensure_topics
+from core.kafka.topics import Topics, ensure_topics
 from ingress.app import build_publisher
 from ingress.publishing import PublisherPool
 from ingress.publishing_rdkafka import RdKafkaPublisher

@@ -161,7 +161,7 @@ async def test_media_types(ingress: Ingress) -> None:
 
 
 async def test_body_too_large(kafka_bootstrap: str, topics, tmp_path) -> None:
-    from hookstream.kafka.topics import ensure_topics
+    from core.kafka.topics import ensure_topics
 
     await ensure_topics(kafka_bootstrap, topics, 2)
     key = new_key()
@@ -192,7 +192,7 @@ async def test_body_too_large(kafka_bootstrap: str, topics, tmp_path) -> None:
 
 
 async def test_rate_limit(kafka_bootstrap: str, topics, tmp_path) -> None:
-    from hookstream.kafka.topics import ensure_topics
+    from core.kafka.topics import ensure_topics
 
     await ensure_topics(kafka_bootstrap, topics, 2)
     key = new_key()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from ingress.idempotency import Claim, IdempotencyStore, Replay
 from tests.ingress.conftest import Ingress, read_raw, settings_for, start_app
 

@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 
 from automations.snapshot import ApiKeyHash
-from hookstream.kafka.topics import Topics, ensure_topics
+from core.kafka.topics import Topics, ensure_topics
 from tests.ingress.conftest import (
     ServedIngress,
     make_snapshot,

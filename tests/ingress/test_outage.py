@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from automations.snapshot import ApiKeyHash
-from hookstream.kafka.launcher import LocalKafka, free_port
-from hookstream.kafka.topics import Topics, ensure_topics
+from core.kafka.topics import Topics, ensure_topics
+from hookstream.local.kafka import LocalKafka, free_port
 from ingress.publishing import PublishUnavailable
 from ingress.publishing_rdkafka import RdKafkaPublisher
 from tests.ingress.conftest import (

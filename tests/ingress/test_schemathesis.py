@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from automations.snapshot import ApiKeyHash
-from hookstream.kafka.topics import Topics, ensure_topics
+from core.kafka.topics import Topics, ensure_topics
 from tests.ingress.conftest import ServedIngress, make_snapshot, new_key, publish_snapshots, sha
 
 

@@ -15,7 +15,7 @@ from automations.snapshot import (
     MessageTemplate,
     Variable,
 )
-from hookstream.kafka.topics import Topics, ensure_topics
+from core.kafka.topics import Topics, ensure_topics
 from schemas import codec
 
 

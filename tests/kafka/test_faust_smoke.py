@@ -11,7 +11,7 @@ import sys
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from schemas import codec
 
 N = 200
@@ -30,7 +30,7 @@ async def test_faust_app_json_to_avro(kafka_bootstrap: str, topics: Topics, tmp_
         await producer.stop()
 
     env = {**os.environ, "HOOKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap}
-    worker = subprocess.Popen([sys.executable, "-m", "streams.smoke", source, sink],
+    worker = subprocess.Popen([sys.executable, "-m", "tests.support.faust_smoke", source, sink],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
     consumer = AIOKafkaConsumer(sink, bootstrap_servers=kafka_bootstrap,

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from typer.testing import CliRunner
 
 from hookstream.cli import app
-from hookstream.kafka.launcher import (
+from hookstream.local.kafka import (
     KafkaLaunchError,
     LocalKafka,
     free_port,

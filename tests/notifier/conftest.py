@@ -19,13 +19,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
 from automations.snapshot import AutomationSnapshot, FieldMapping, MessageTemplate, Variable
-from automations.store.db import migrate
-from hookstream.kafka.launcher import free_port
-from hookstream.kafka.topics import Topics, ensure_topics
-from hookstream.settings import Settings
+from core.kafka.topics import Topics, ensure_topics
+from core.settings import Settings
+from hookstream.local.kafka import free_port
+from hookstream.local.smtp_sink import EmlWriter, SmtpSink
 from notifier.app import Notifier
 from notifier.invitations import Tuning
-from notifier.smtp_sink import EmlWriter, SmtpSink
+from notifier.migrations import migrate
 from schemas import codec
 
 ADMIN_TOKEN = "notifier-test-admin-token"

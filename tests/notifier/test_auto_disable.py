@@ -12,14 +12,14 @@ import httpx
 import pytest
 import uvicorn
 
-from automations.api import create_app
-from hookstream.kafka.launcher import free_port
-from hookstream.settings import Settings
+from control_plane.api import create_app
+from core.settings import Settings
+from hookstream.local.kafka import free_port
+from hookstream.local.smtp_sink import SmtpSink
 from ingress.app import create_app as create_ingress
 from notifier import store
 from notifier.app import Notifier
 from notifier.metrics import AUTOMATIONS_DISABLED
-from notifier.smtp_sink import SmtpSink
 from notifier.store import Db
 
 from .conftest import ADMIN_TOKEN, Bus, automation_error, invitation, wait_for

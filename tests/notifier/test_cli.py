@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hookstream.kafka.launcher import free_port
-from hookstream.settings import Settings
+from core.settings import Settings
+from hookstream.local.kafka import free_port
+from hookstream.local.smtp_sink import read_eml
 from notifier.mailer import SmtpPool
 from notifier.render import plain_mail
 from notifier.smtp_config import SmtpConfig
-from notifier.smtp_sink import read_eml
 
 from .conftest import wait_for
 

@@ -11,10 +11,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from hookstream.settings import Settings
+from core.settings import Settings
+from hookstream.local.smtp_sink import SmtpSink
 from notifier.app import Notifier
 from notifier.models import Invitation, Respondent
-from notifier.smtp_sink import SmtpSink
 from notifier.store import Db
 from notifier.survey_page import make_router
 
@@ -227,7 +227,7 @@ async def test_a_flood_of_errors_is_recorded_and_told_in_a_few_mails(
     db = Db(settings.database_url)
     from sqlalchemy import func
 
-    from automations.store.models import AutomationErrorRow
+    from notifier.models import AutomationErrorRow
     with db.sessions() as s:
         assert s.scalar(select(func.count()).select_from(AutomationErrorRow)) == 2000
     await db.close()

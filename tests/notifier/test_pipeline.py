@@ -22,12 +22,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from automations.api import create_app
-from hookstream.kafka.launcher import free_port
-from hookstream.settings import Settings
+from control_plane.api import create_app
+from core.settings import Settings
+from hookstream.local.kafka import free_port
+from hookstream.local.smtp_sink import SmtpSink
 from ingress.app import create_app as create_ingress
 from notifier.app import Notifier
-from notifier.smtp_sink import SmtpSink
 from notifier.store import Db
 from notifier.survey_page import make_router
 

@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hookstream.local.smtp_sink import SmtpSink
 from notifier.invitations import backoff
 from notifier.mailer import SendError, SmtpPool, classify
 from notifier.offsets import OffsetTracker
@@ -25,7 +26,6 @@ from notifier.render import (
     scrub,
 )
 from notifier.smtp_config import SmtpConfig, SmtpUrlError
-from notifier.smtp_sink import SmtpSink
 
 FROM = "hookstream <no-reply@hookstream.local>"
 
@@ -185,7 +185,7 @@ async def test_pool_reuses_connections_authenticates_and_recovers(tmp_path: Path
 async def test_metrics_and_health_endpoint() -> None:
     import httpx
 
-    from hookstream.kafka.launcher import free_port
+    from hookstream.local.kafka import free_port
     from notifier.http import HealthServer
 
     state = {"consumer": False}
@@ -211,8 +211,8 @@ async def test_metrics_and_health_endpoint() -> None:
 async def test_claim_guards_one_send_and_takes_over_a_dead_senders_lease(tmp_path: Path) -> None:
     from datetime import timedelta
 
-    from automations.store.db import migrate
     from notifier import store
+    from notifier.migrations import migrate
 
     from .conftest import invitation, make_snapshot
 

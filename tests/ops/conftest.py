@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from typer.testing import CliRunner
 
-from hookstream.kafka.topics import Topics, ensure_topics
+from core.kafka.topics import Topics, ensure_topics
 
 
 @dataclass

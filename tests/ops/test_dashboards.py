@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SOURCE_DIRS = ("ingress", "streams", "notifier", "automations", "ops")
+SOURCE_DIRS = ("core", "ingress", "streams", "notifier", "automations", "control_plane", "ops")
 
 # `Counter("name"`, `Gauge(name="name"`, `GaugeMetricFamily("name"` ...
 DEFINITION = re.compile(
@@ -128,8 +128,8 @@ def test_every_queried_metric_is_exported_by_the_source() -> None:
 
 
 def test_consumer_lag_collector_is_served_by_a_service() -> None:
-    """`hookstream_consumer_lag` comes from ops.lag.LagCollector; a service must register it."""
-    users = [p.relative_to(ROOT) for folder in ("ingress", "streams", "notifier", "automations",
+    """`hookstream_consumer_lag` comes from core.kafka.lag.LagCollector; a service registers it."""
+    users = [p.relative_to(ROOT) for folder in ("ingress", "streams", "notifier", "control_plane",
                                                 "hookstream")
              for p in (ROOT / folder).rglob("*.py") if "LagCollector" in p.read_text()]
-    assert users, "no service registers ops.lag.LagCollector on its /metrics"
+    assert users, "no service registers core.kafka.lag.LagCollector on its /metrics"

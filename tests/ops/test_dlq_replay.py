@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from typer.testing import CliRunner
 
+from core.kafka.topics import Topics
 from hookstream.cli import app
-from hookstream.kafka.topics import Topics
 
 from .conftest import Rec, produce, read_all
 

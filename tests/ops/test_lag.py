@@ -9,9 +9,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
+from core.kafka.lag import LagCollector
+from core.kafka.topics import Topics
 from hookstream.cli import app
-from hookstream.kafka.topics import Topics
-from ops.lag import LagCollector
 
 from .conftest import Rec, produce
 

@@ -27,10 +27,10 @@ from typer.testing import CliRunner
 
 from automations.process import invitation_id
 from automations.snapshot import AutomationSnapshot, FieldMapping, MessageTemplate, Variable
+from core.kafka.lag import read_lag
+from core.kafka.topics import Topics
 from hookstream.cli import app
-from hookstream.kafka.launcher import free_port
-from hookstream.kafka.topics import Topics
-from ops.lag import read_lag
+from hookstream.local.kafka import free_port
 from schemas import codec
 
 from .conftest import Rec, produce, read_all

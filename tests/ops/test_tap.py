@@ -13,8 +13,8 @@ from typing import Any
 import fastavro
 from typer.testing import CliRunner
 
+from core.kafka.topics import Topics
 from hookstream.cli import app
-from hookstream.kafka.topics import Topics
 from ops.reading import resolve_topic
 from ops.tap import JsonLinesSink, tap
 from schemas.codec import encode

@@ -26,8 +26,8 @@ from automations.snapshot import (
     MessageTemplate,
     Variable,
 )
-from hookstream.kafka.launcher import free_port
-from hookstream.kafka.topics import Topics, ensure_topics
+from core.kafka.topics import Topics, ensure_topics
+from hookstream.local.kafka import free_port
 from schemas import codec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from automations.process import invitation_id
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from tests.streams.conftest import (
     decode_invitations,
     make_snapshot,

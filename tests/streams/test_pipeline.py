@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from automations.process import invitation_id
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from schemas import codec
 from tests.streams.conftest import (
     decode_invitations,

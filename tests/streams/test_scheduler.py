@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 from aiokafka import ConsumerRecord
 
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from schemas import codec
 from tests.streams.conftest import (
     make_snapshot,

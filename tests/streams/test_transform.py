@@ -7,7 +7,7 @@ from dataclasses import replace
 import orjson
 
 from automations.process import invitation_id
-from hookstream.kafka.topics import Topics
+from core.kafka.topics import Topics
 from schemas import codec
 from streams.transform import RawRecord, Transformer
 from tests.streams.conftest import make_snapshot, raw_headers

@@ -1,0 +1,39 @@
+"""Build the `AutomationSnapshot` the data plane reads from the SQL rows of an automation."""
+
+from __future__ import annotations
+
+from automations.snapshot import (
+    ApiKeyHash,
+    AutomationSnapshot,
+    FieldMapping,
+    MessageTemplate,
+    Variable,
+)
+from control_plane.store.models import Automation
+
+
+def build_snapshot(a: Automation) -> AutomationSnapshot:
+    # Every key row goes in, expired or not: consumers check `expires_at`, and the snapshot
+    # stays a pure function of the store (rotation prunes the long-expired rows).
+    return AutomationSnapshot(
+        id=a.id,
+        version=a.version,
+        name=a.name,
+        survey_id=a.survey.id,
+        survey_name=a.survey.name,
+        enabled=a.enabled,
+        disabled_reason=a.disabled_reason,
+        message=MessageTemplate(a.message.id, a.message.name, a.message.subject, a.message.body),
+        variables=tuple(Variable(v.name, v.type, tuple(v.options or ()))  # type: ignore[arg-type]
+                        for v in a.survey.variables),
+        email_field=a.email_field,
+        fields_mode=a.fields_mode,  # type: ignore[arg-type]
+        fields_paths=tuple(a.fields_paths or ()),
+        filters=a.filters,
+        mapping=tuple(FieldMapping(m.field, m.variable) for m in a.mapping),
+        delay_days=a.delay_days,
+        error_notifications_enabled=a.error_notifications_enabled,
+        error_recipients=tuple(a.error_recipients or ()),
+        api_keys=tuple(ApiKeyHash(k.sha256, k.expires_at) for k in a.api_keys),
+        updated_at=a.updated_at,
+    )

@@ -1,0 +1,47 @@
+"""Kafka record header names, in one place (as `Topics` is for topic names).
+
+The ingress writes the first four on every `webhooks.raw` record; the dead-letter headers
+travel with a record moved to `webhooks.dlq`; `due-at` rides on the delay topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+CONTENT_TYPE: Final = "content-type"
+RECEIVED_AT: Final = "received-at"  # milliseconds since the epoch, as ASCII digits
+REQUEST_ID: Final = "request-id"  # the event id the ingress answered with
+IDEMPOTENCY_KEY: Final = "idempotency-key"
+DUE_AT: Final = "due-at"  # milliseconds since the epoch: when a scheduled invitation is due
+
+DLQ_REASON: Final = "dlq-reason"  # machine-readable reason (an AutomationError kind)
+DLQ_DETAIL: Final = "dlq-detail"  # a sentence, no respondent data
+DLQ_RECORD_INDEX: Final = "dlq-record-index"  # which record of a batch failed
+DLQ_SOURCE: Final = "dlq-source"  # the service that gave up on the record
+DLQ_AT: Final = "dlq-at"  # milliseconds since the epoch
+DLQ_HEADERS: Final = (DLQ_REASON, DLQ_DETAIL, DLQ_RECORD_INDEX, DLQ_SOURCE, DLQ_AT)
+RAW_HEADERS: Final = (CONTENT_TYPE, RECEIVED_AT, REQUEST_ID, IDEMPOTENCY_KEY)
+
+
+def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    """The first value of header `name` (None when absent)."""
+    for key, value in headers or ():
+        if key == name:
+            return value
+    return None
+
+
+def text(raw: bytes | None) -> str | None:
+    """A header's value as text (UTF-8, undecodable bytes replaced), None when absent."""
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def integer(raw: bytes | None) -> int | None:
+    """A header's value as an integer (ASCII digits); None when absent or not a number."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None

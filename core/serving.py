@@ -1,0 +1,112 @@
+"""One way every service serves `/metrics` and its probes: Starlette routes, and a small
+server for the processes whose main job is not HTTP (the worker, the notifier).
+
+- `GET /healthz`: liveness. 200 while the process's event loop answers; an orchestrator
+  restarts a process only when this fails. A rebalance or a broker outage is not a reason to
+  restart, so no dependency is checked here.
+- `GET /readyz`: readiness. 200 when every check passes, else 503 with `Retry-After`; the
+  body names each check, so an operator sees which one holds the service back.
+- `GET /metrics`: Prometheus text from the process's registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+log = logging.getLogger(__name__)
+
+Checks = Mapping[str, bool]
+ReadyCheck = Callable[[], Checks | Awaitable[Checks]]
+
+_JSON = "application/json"
+LIVE_BODY = b'{"status":"ok"}'
+
+
+def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
+
+
+async def readiness(check: ReadyCheck) -> Response:
+    """The `/readyz` answer for the checks `check` returns (sync or async)."""
+    result = check()
+    checks = dict(await result if inspect.isawaitable(result) else result)
+    if all(checks.values()):
+        return json_response(200, {"status": "ready", "ready": True, "checks": checks})
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    return json_response(503, {"status": "unavailable", "ready": False, "checks": checks,
+                               "error": "not_ready", "detail": f"not ready: {failing}"},
+                         {"Retry-After": "1"})
+
+
+def probe_routes(ready: ReadyCheck, *, extra: Callable[[], Mapping[str, Any]] | None = None,
+                 registry: CollectorRegistry = REGISTRY) -> list[BaseRoute]:
+    """`/healthz`, `/readyz` and `/metrics`, to add to any Starlette (or FastAPI) router.
+
+    `extra` adds fields to the ready answer's body (say, a count of pending publishes).
+    """
+
+    async def healthz(_: Request) -> Response:
+        return Response(LIVE_BODY, media_type=_JSON)
+
+    async def readyz(_: Request) -> Response:
+        response = await readiness(ready)
+        if extra is not None and response.status_code == 200:
+            body = orjson.loads(response.body)
+            body.update(extra())
+            return json_response(200, body)
+        return response
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/healthz", healthz, methods=["GET", "HEAD"], include_in_schema=False),
+            Route("/readyz", readyz, methods=["GET", "HEAD"], include_in_schema=False),
+            Route("/metrics", metrics, methods=["GET", "HEAD"], include_in_schema=False)]
+
+
+class ProbeServer:
+    """Serves `probe_routes` on host:port inside the running event loop (uvicorn, no signal
+    handlers of its own: the process's owner handles SIGTERM)."""
+
+    def __init__(self, host: str, port: int, ready: ReadyCheck, *,
+                 routes: Sequence[BaseRoute] = (), name: str = "service") -> None:
+        app = Starlette(routes=[*probe_routes(ready), *routes])
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task: asyncio.Task[None] | None = None
+        self.name = name
+        self.host, self.port = host, port
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(), name=f"{self.name}-probes")
+        while not self._server.started:
+            if self._task.done():  # bind failed: surface uvicorn's error
+                await self._task
+                raise OSError(f"cannot serve probes on {self.host}:{self.port}")
+            await asyncio.sleep(0.01)
+        log.info("%s: /metrics, /healthz and /readyz on http://%s:%d", self.name, self.host,
+                 self.port)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(self._task, 5)
+        except TimeoutError:
+            self._task.cancel()
+        self._task = None
