@@ -12,9 +12,12 @@ server for the processes whose main job is not HTTP (the worker, the notifier).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -24,6 +27,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+
+from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,32 @@ def probe_routes(ready: ReadyCheck, *, extra: Callable[[], Mapping[str, Any]] | 
             Route("/metrics", metrics, methods=["GET", "HEAD"], include_in_schema=False)]
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a loop it does not own: signals stay with the process's owner.
+
+    `Server.serve` swaps SIGINT/SIGTERM for its own handlers while it runs (uvicorn >= 0.29:
+    `capture_signals`; before: `install_signal_handlers`), so a SIGTERM would stop the probes
+    before the service and be raised again afterwards."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:
+        """Older uvicorn's hook: nothing to install (see the class)."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or OSError naming the address. Bound here and not by
+    uvicorn, which calls sys.exit on a bind failure (a SystemExit out of the event loop)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, f"cannot serve probes on {host}:{port}: {why}") from exc
+
+
 class ProbeServer:
     """Serves `probe_routes` on host:port inside the running event loop (uvicorn, no signal
     handlers of its own: the process's owner handles SIGTERM)."""
@@ -85,18 +116,23 @@ class ProbeServer:
         app = Starlette(routes=[*probe_routes(ready), *routes])
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
         self.name = name
         self.host, self.port = host, port
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(), name=f"{self.name}-probes")
+        """Listen, or raise OSError (say, the port is taken) with the address in its text."""
+        sock = _listen(self.host, self.port)
+        self.port = sock.getsockname()[1]  # port 0: the one the system chose
+        self._server.should_exit = False
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]),
+                                         name=f"{self.name}-probes")
         while not self._server.started:
-            if self._task.done():  # bind failed: surface uvicorn's error
-                await self._task
-                raise OSError(f"cannot serve probes on {self.host}:{self.port}")
+            if self._task.done():
+                sock.close()
+                self._task.result()  # raise what stopped it
+                raise RuntimeError(f"{self.name}: the probe server ended before it started")
             await asyncio.sleep(0.01)
         log.info("%s: /metrics, /healthz and /readyz on http://%s:%d", self.name, self.host,
                  self.port)
@@ -104,9 +140,10 @@ class ProbeServer:
     async def stop(self) -> None:
         if self._task is None:
             return
+        task, self._task = self._task, None
         self._server.should_exit = True
         try:
-            await asyncio.wait_for(self._task, 5)
+            await asyncio.wait_for(asyncio.shield(task), 5)
         except TimeoutError:
-            self._task.cancel()
-        self._task = None
+            log.warning("%s: the probe server did not stop within 5 s; cancelled", self.name)
+            await cancel_and_wait(task)
