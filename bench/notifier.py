@@ -64,7 +64,7 @@ def mails(n: int) -> list[tuple[bytes, str]]:
     return [(invitation_mail(subject="Your opinion, {{ name }}", body=BODY,
                             values={"name": f"Respondent {i}", "city": "Utrecht",
                                     "order": 100000 + i},
-                            link=f"http://127.0.0.1:8081/s/{uuid.uuid4().hex}",
+                            link=f"http://127.0.0.1:8084/s/{uuid.uuid4().hex}",
                             to=f"r{i}@example.com", mail_from=SENDER,
                             message_id=f"<{uuid.uuid4()}.invitation@hookstream.local>"),
              f"r{i}@example.com") for i in range(n)]

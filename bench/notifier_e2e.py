@@ -236,7 +236,8 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
     accepted = Accepted(tmp / "accepted.log")
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     os.environ["HOOKSTREAM_KAFKA_BOOTSTRAP"], os.environ["BENCH_PREFIX"] = bootstrap, prefix
-    ports = {k: free_port() for k in ("admin", "ingress", "worker", "notifier", "smtp")}
+    ports = {k: free_port() for k in ("admin", "ingress", "worker", "notifier", "smtp",
+                                       "survey")}
     env = {**os.environ,
            "HOOKSTREAM_KAFKA_BOOTSTRAP": bootstrap,
            "HOOKSTREAM_TOPIC_PREFIX": prefix,
@@ -244,7 +245,7 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
            "HOOKSTREAM_SMTP_URL": f"smtp://127.0.0.1:{ports['smtp']}",
            "HOOKSTREAM_ADMIN_TOKEN": TOKEN,
            "HOOKSTREAM_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
-           "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{ports['admin']}/s",
+           "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{ports['survey']}/s",
            "HOOKSTREAM_ADMIN_PORT": str(ports["admin"]),
            "HOOKSTREAM_INGRESS_PORT": str(ports["ingress"]),
            "HOOKSTREAM_WORKER_PORT": str(ports["worker"]),
@@ -262,8 +263,8 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
         procs.append(_spawn("notifier", ["notifier", "--log-level", "warning"], env, logs))
         ingress_url = f"http://127.0.0.1:{ports['ingress']}"
         asyncio.run(_wait_http(f"{ingress_url}/readyz", 90, procs, logs))
-        asyncio.run(_wait_http(f"http://127.0.0.1:{ports['worker']}/healthz", 90, procs, logs))
-        asyncio.run(_wait_http(f"http://127.0.0.1:{ports['notifier']}/healthz", 90, procs,
+        asyncio.run(_wait_http(f"http://127.0.0.1:{ports['worker']}/readyz", 90, procs, logs))
+        asyncio.run(_wait_http(f"http://127.0.0.1:{ports['notifier']}/readyz", 90, procs,
                                logs))
         import uvloop
 

@@ -105,7 +105,7 @@ async def main(count: int, spread: float, lead: float | None) -> None:
         worker = WorkerProcess(bootstrap, topics.prefix, Path(tmp))
         worker.start("--loglevel", "warn")
         try:
-            await worker.wait_healthy()
+            await worker.wait_ready()
             t0 = time.time()
             first_due = t0 + lead
             print(f"writing {count:,} invitations, due from +{lead:.0f}s over {spread:.0f}s",

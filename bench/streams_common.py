@@ -41,7 +41,8 @@ class WorkerProcess:
                 [sys.executable, *self.command, *args], cwd=ROOT, env=self.env,
                 stdout=log, stderr=subprocess.STDOUT)
 
-    async def wait_healthy(self, timeout: float = 90.0) -> None:
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until the worker's /readyz answers 200 (config loaded, both loops assigned)."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1.0) as client:
             while time.monotonic() < deadline:
@@ -49,13 +50,13 @@ class WorkerProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.module} exited; see {self.log_path}")
                 try:
-                    if (await client.get(f"http://127.0.0.1:{self.port}/healthz")).status_code \
+                    if (await client.get(f"http://127.0.0.1:{self.port}/readyz")).status_code \
                             == 200:
                         return
                 except httpx.TransportError:
                     pass  # not listening yet
                 await asyncio.sleep(0.2)
-        raise RuntimeError(f"{self.module} not healthy after {timeout}s; see {self.log_path}")
+        raise RuntimeError(f"{self.module} not ready after {timeout}s; see {self.log_path}")
 
     async def metric(self, name: str) -> float:
         async with httpx.AsyncClient(timeout=5.0) as client:

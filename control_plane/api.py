@@ -3,6 +3,8 @@
 Every /v1 call needs `Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN`. Each change is
 committed to SQL, then its snapshot is published on the config topic and acknowledged by
 Kafka before the answer. Errors are `{"error": code, "detail": sentence, "errors": [...]}`.
+Operators and services reach it, respondents never: the personal survey links are served by
+`hookstream survey-page` (notifier/survey_page.py), a process of its own.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from control_plane import api_models as m
 from control_plane import service, views
@@ -36,6 +38,7 @@ from control_plane.reconcile import republish_all, republish_ids
 from control_plane.service import Changes
 from control_plane.store.unit import Store
 from core.kafka.topics import Topics, ensure_topics
+from core.serving import probe_routes
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -102,8 +105,8 @@ def validation_problems(exc: RequestValidationError) -> list[Problem]:
     return problems
 
 
-class ControlPlane:
-    """What the routes share: the store, the publisher, and one write lock.
+class AdminBackend:
+    """What the admin API's routes share: the store, the config publisher, and one write lock.
 
     The lock makes commit-then-publish one step, so the topic receives snapshots in the
     order of the commits (the newest is always the last record of its key).
@@ -145,6 +148,16 @@ class ControlPlane:
             raise PublishFailed("the change is saved but Kafka has not acknowledged it yet; it "
                                 "will be published as soon as Kafka answers") from exc
 
+    async def database_answers(self) -> bool:
+        if self.store is None:
+            return False
+        try:
+            await self.read(lambda s: s.execute(text("SELECT 1")).scalar())
+        except Exception as exc:  # noqa: BLE001 - any database failure means "not ready"
+            log.warning("readiness: the database does not answer: %s", type(exc).__name__)
+            return False
+        return True
+
     async def retry_pending(self) -> None:
         async with self.lock:
             if self.publisher.pending:
@@ -167,7 +180,7 @@ class ControlPlane:
             self.store.dispose()
 
 
-async def _retry_loop(cp: ControlPlane, interval: float = 2.0) -> None:
+async def _retry_loop(cp: AdminBackend, interval: float = 2.0) -> None:
     while True:
         await asyncio.sleep(interval)
         if not cp.publisher.pending:
@@ -181,7 +194,7 @@ async def _retry_loop(cp: ControlPlane, interval: float = 2.0) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    cp = ControlPlane(settings)
+    cp = AdminBackend(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -199,24 +212,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Control plane: surveys, background variables, messages and "
                   "incoming-webhook automations. Every /v1 call needs "
                   "`Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN`.")
-    app.state.control_plane = cp
+    app.state.backend = cp
     _install_handlers(app)
     _install_metrics(app)
-    app.include_router(_probes(cp))
+    app.router.routes.extend(_probes(cp))
     app.include_router(_v1(cp))
-    app.include_router(_survey_page(settings))
     return app
-
-
-def _survey_page(settings: Settings) -> APIRouter:
-    """The public page behind each personal survey link (no admin token: respondents open it).
-
-    It lives in the notifier, which owns invitations; the admin app serves it because the
-    link's base URL (`HOOKSTREAM_SURVEY_BASE_URL`) points here."""
-    from notifier.survey_page import router_for
-
-    return router_for(settings.database_url, prefix=urlsplit(settings.survey_base_url).path
-                      or "/s")
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -259,33 +260,18 @@ def _install_metrics(app: FastAPI) -> None:
         return response
 
 
-def _probes(cp: ControlPlane) -> APIRouter:
-    router = APIRouter(tags=["operations"])
+def _probes(cp: AdminBackend) -> list[BaseRoute]:
+    """`/healthz`, `/metrics`, and `/readyz`: migrated, config republished, Kafka producer
+    started, database answers; the ready body also counts the changes still to publish."""
 
-    @router.get("/healthz", summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def ready() -> dict[str, bool]:
+        return {"republished": cp.ready, "publisher": cp.publisher.started,
+                "database": await cp.database_answers()}
 
-    @router.get("/readyz", summary="Readiness: database, Kafka producer, config republished",
-                responses={503: {"model": m.ErrorOut}})
-    async def readyz() -> Any:
-        if not (cp.ready and cp.publisher.started):
-            return _error(503, "not_ready", "starting: migrations, topics or republish pending")
-        try:
-            await cp.read(lambda s: s.execute(text("SELECT 1")).scalar())
-        except Exception as exc:  # noqa: BLE001 - any database failure means "not ready"
-            log.warning("readiness: database does not answer: %s", exc)
-            return _error(503, "not_ready", "the database does not answer")
-        return {"status": "ready", "pending_publishes": len(cp.publisher.pending)}
-
-    @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return router
+    return probe_routes(ready, extra=lambda: {"pending_publishes": len(cp.publisher.pending)})
 
 
-def _v1(cp: ControlPlane) -> APIRouter:
+def _v1(cp: AdminBackend) -> APIRouter:
     bearer = HTTPBearer(auto_error=False, scheme_name="adminToken",
                         description="HOOKSTREAM_ADMIN_TOKEN")
     expected = cp.settings.admin_token.get_secret_value().encode()

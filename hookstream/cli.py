@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 from pathlib import Path
 
 import typer
 
+import control_plane.cli
+import hookstream.up
+import ingress.cli
+import notifier.cli
+import ops.cli
+import streams.cli
 from core.settings import get_settings
 from hookstream.local.kafka import KafkaLaunchError, LocalKafka, answers_metadata
 
@@ -15,11 +21,9 @@ app = typer.Typer(no_args_is_help=True, help="hookstream: incoming webhooks to s
 kafka_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka broker (KRaft).")
 app.add_typer(kafka_app, name="kafka")
 
-# Each area contributes its own commands; `register(app)` in its cli module adds them.
-AREA_CLIS = ("control_plane.cli", "ingress.cli", "streams.cli", "notifier.cli", "ops.cli",
-             "hookstream.up")
-for _module in AREA_CLIS:
-    importlib.import_module(_module).register(app)
+# Each area contributes its own commands: `register(app)` in its cli module adds them.
+for _area in (control_plane.cli, ingress.cli, streams.cli, notifier.cli, ops.cli, hookstream.up):
+    _area.register(app)
 
 
 def _local_kafka(port: int | None, data_dir: Path | None) -> LocalKafka:
@@ -78,6 +82,42 @@ def kafka_status(
                f"{'answering' if answering else 'NOT answering'} metadata requests")
     if not answering:
         raise typer.Exit(2)
+
+
+# --- local development tools (hookstream/local/) --------------------------------------------
+
+@app.command("smtp-sink")
+def smtp_sink(
+    folder: Path = typer.Option(Path("var/mail"), "--dir", help="Where .eml files go"),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+    port: int | None = typer.Option(None, help="Port (default: the port of "
+                                    "HOOKSTREAM_SMTP_URL, 8025 out of the box)"),
+) -> None:
+    """A local SMTP server that writes every mail it receives as an .eml file."""
+    import signal
+    import threading
+
+    from hookstream.local.smtp_sink import SmtpSink
+    from notifier.smtp_config import SmtpConfig
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every command at INFO, recipients' addresses included: personal data
+    # in a log, and a tenth of the sink's CPU per mail (py-spy). The .eml files are the
+    # record; warnings still show.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    if port is None:
+        port = SmtpConfig.from_url(get_settings().smtp_url.get_secret_value()).port
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sink = SmtpSink(folder, host=host, port=port).start()
+    typer.echo(f"SMTP sink on {host}:{port}, writing to {folder}/ (Ctrl-C stops)", err=True)
+    try:
+        while not stop.wait(0.5):  # a timed wait lets the signal handlers run
+            pass
+    finally:
+        sink.stop()
 
 
 if __name__ == "__main__":

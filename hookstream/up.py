@@ -1,9 +1,10 @@
 """`hookstream up`: the whole pipeline on one machine, for `make run`.
 
 Starts the local Kafka (unless HOOKSTREAM_KAFKA_BOOTSTRAP names a cluster), an SMTP sink
-writing `.eml` files under var/mail/, the admin API, ingress, streams worker and notifier as
-child processes; seeds a demo automation; prints how to try it; and on Ctrl-C stops every
-child (by pid, newest first) and the broker it started.
+writing `.eml` files under var/mail/, the admin API, ingress, streams worker, notifier and
+survey page as child processes, each waited for on its `/readyz`; seeds a demo automation;
+prints how to try it; and on Ctrl-C stops every child (by pid, newest first) and the broker
+it started.
 """
 
 from __future__ import annotations
@@ -126,9 +127,11 @@ def run_stack(s: Settings, *, block: bool = True) -> Stack:
         ingress = stack.spawn("ingress", "ingress")
         worker = stack.spawn("worker", "worker")
         notifier = stack.spawn("notifier", "notifier")
+        survey = stack.spawn("survey-page", "survey-page")
         stack.wait_http(ingress, f"http://{s.ingress_host}:{s.ingress_port}/readyz")
-        stack.wait_http(worker, f"http://127.0.0.1:{s.worker_port}/healthz")
-        stack.wait_http(notifier, f"http://127.0.0.1:{s.notifier_port}/healthz")
+        stack.wait_http(worker, f"http://127.0.0.1:{s.worker_port}/readyz")
+        stack.wait_http(notifier, f"http://127.0.0.1:{s.notifier_port}/readyz")
+        stack.wait_http(survey, f"http://{s.survey_host}:{s.survey_port}/readyz")
         if sink.proc.poll() is not None:
             raise RuntimeError(f"the SMTP sink exited; see {sink.log}")
     except BaseException:
@@ -140,6 +143,7 @@ hookstream is running.
   webhook URL : {url}
   API key     : {key}   (shown once; stored hashed)
   admin API   : {s.admin_url}  (Bearer $HOOKSTREAM_ADMIN_TOKEN)
+  survey page : {s.survey_base_url.rstrip("/")}/<token>  (the link in each invitation)
   mail sink   : {s.var_dir / "mail"}/*.eml
   logs        : {s.var_dir / "logs"}/
 

@@ -28,8 +28,8 @@ from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
 from core.kafka.topics import Topics
 from notifier import store
+from notifier.admin_client import AdminClient
 from notifier.consuming import ConsumerService, TrackedConsumer
-from notifier.control_plane import ControlPlane
 from notifier.mailer import SendError, SmtpPool
 from notifier.metrics import ALERTS_SENT, AUTOMATIONS_DISABLED, ERRORS_RECORDED
 from notifier.render import plain_mail, sender_address
@@ -63,7 +63,7 @@ class _Pending:
 
 class AlertService(ConsumerService):
     def __init__(self, *, bootstrap: str, topics: Topics, config: ConfigCache, pool: SmtpPool,
-                 db: store.Db, control_plane: ControlPlane, mail_from: str,
+                 db: store.Db, admin: AdminClient, mail_from: str,
                  interval: float, disable_after: int, admin_url: str,
                  group_id: str = "hookstream-notifier-alerts") -> None:
         # Pending alerts of partitions a rebalance takes away stay pending here: telling
@@ -74,7 +74,7 @@ class AlertService(ConsumerService):
         self.config = config
         self.pool = pool
         self.db = db
-        self.control_plane = control_plane
+        self.admin = admin
         self.mail_from = mail_from
         self.sender = sender_address(mail_from)
         self.interval = interval
@@ -208,7 +208,7 @@ class AlertService(ConsumerService):
                   f"(most recent: {kinds}).")
         result = None
         for attempt in range(3):
-            result = await self.control_plane.disable(automation_id, reason)
+            result = await self.admin.disable(automation_id, reason)
             if result.ok or result.gone:
                 break
             await asyncio.sleep(0.5 * 2 ** attempt)

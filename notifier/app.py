@@ -1,7 +1,10 @@
 """The notifier process: invitations and error alerts, with their shared parts.
 
-Start order: schema migration, topics, the config cache (ready = caught up), the outcome
-producer (idempotent, acks=all), then both consumers and the /metrics endpoint.
+Start order: the probe server (`/healthz`, `/readyz`, `/metrics` on HOOKSTREAM_NOTIFIER_PORT,
+so liveness answers from the first moment), schema migration, topics, the config cache
+(ready = caught up), the outcome producer (idempotent, acks=all), then both consumers.
+`/readyz` names its checks: config loaded, each consumer in its group, the database answers,
+the SMTP server takes a session.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import signal
 import sys
 
 from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
 from automations.config_cache import ConfigCache
 from core.kafka.topics import Topics, ensure_topics
+from core.serving import ProbeServer
 from core.settings import Settings
+from notifier.admin_client import AdminClient
 from notifier.alerts import AlertService
-from notifier.control_plane import ControlPlane
-from notifier.http import HealthServer
 from notifier.invitations import InvitationService, Tuning
 from notifier.mailer import SmtpPool
 from notifier.migrations import migrate
@@ -27,6 +32,14 @@ from notifier.smtp_config import SmtpConfig
 from notifier.store import Db
 
 log = logging.getLogger(__name__)
+
+# A readiness answer must come before the caller's own timeout (compose: 4 s).
+_CHECK_TIMEOUT = 2.0
+
+
+def _select_one(sessions: sessionmaker[Session]) -> None:
+    with sessions() as s:
+        s.execute(text("SELECT 1"))
 
 
 class Notifier:
@@ -43,6 +56,8 @@ class Notifier:
         self.smtp = SmtpConfig.from_url(settings.smtp_url.get_secret_value())
         self._tasks: list[asyncio.Task[None]] = []
         self.config: ConfigCache | None = None
+        self.db: Db | None = None
+        self.pool: SmtpPool | None = None
         self.invitations: InvitationService | None = None
         self.alerts: AlertService | None = None
         self._parts: contextlib.AsyncExitStack | None = None
@@ -52,10 +67,15 @@ class Notifier:
         stack = contextlib.AsyncExitStack()
         self._parts = stack
         try:
+            if self.http:
+                server = ProbeServer(s.metrics_host, s.notifier_port, self.readiness,
+                                     name="notifier")
+                await server.start()
+                stack.push_async_callback(server.stop)
             if self.migrate_db:
                 await asyncio.to_thread(migrate, s.database_url)
             await ensure_topics(s.kafka_bootstrap, self.topics, s.topic_partitions)
-            db = Db(s.database_url)
+            db = self.db = Db(s.database_url)
             stack.push_async_callback(db.close)
             self.config = ConfigCache(s.kafka_bootstrap, self.topics.config)
             await self.config.start()
@@ -66,25 +86,21 @@ class Notifier:
                                         enable_idempotence=True, linger_ms=20)
             await producer.start()
             stack.push_async_callback(producer.stop)
-            pool = SmtpPool(self.smtp, s.smtp_concurrency)
+            pool = self.pool = SmtpPool(self.smtp, s.smtp_concurrency)
             stack.push_async_callback(pool.close)
             alert_pool = SmtpPool(self.smtp, 1)  # alerts never queue behind invitations
             stack.push_async_callback(alert_pool.close)
-            control_plane = ControlPlane(s.admin_url, s.admin_token.get_secret_value())
-            stack.push_async_callback(control_plane.close)
+            admin = AdminClient(s.admin_url, s.admin_token.get_secret_value())
+            stack.push_async_callback(admin.close)
             self.invitations = InvitationService(
                 bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
                 pool=pool, producer=producer, db=db, survey_base_url=s.survey_base_url,
                 mail_from=s.mail_from, group_id=self.group_id, tuning=self.tuning)
             self.alerts = AlertService(
                 bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
-                pool=alert_pool, db=db, control_plane=control_plane, mail_from=s.mail_from,
+                pool=alert_pool, db=db, admin=admin, mail_from=s.mail_from,
                 interval=s.alert_interval_seconds, disable_after=s.disable_after,
                 admin_url=s.admin_url, group_id=f"{self.group_id}-alerts")
-            if self.http:
-                server = HealthServer(s.metrics_host, s.notifier_port, self.health)
-                await server.start()
-                stack.push_async_callback(server.stop)
             for service in (self.invitations, self.alerts):
                 self._tasks.append(asyncio.create_task(service.run(),
                                                        name=type(service).__name__))
@@ -94,7 +110,8 @@ class Notifier:
         log.info("notifier started: SMTP %s, pool of %d", self.smtp.safe_url(),
                  s.smtp_concurrency)
 
-    def health(self) -> dict[str, bool]:
+    def consuming(self) -> dict[str, bool]:
+        """The config is loaded and each consumer runs in its group."""
         return {
             # `is not None`: an empty ConfigCache is falsy (it has a length).
             "config_loaded": self.config is not None and self.config.ready.is_set(),
@@ -105,11 +122,38 @@ class Notifier:
             and self.alerts.assigned,
         }
 
+    async def readiness(self) -> dict[str, bool]:
+        """`/readyz`: consuming, and the database and the SMTP server usable. Liveness
+        (`/healthz`) checks none of these: a broker or SMTP outage is waited out, not a
+        reason to restart the process."""
+        database, smtp = await asyncio.gather(self._database_answers(), self._smtp_usable())
+        return {**self.consuming(), "database": database, "smtp": smtp}
+
+    async def _database_answers(self) -> bool:
+        if self.db is None:
+            return False
+        try:
+            await asyncio.wait_for(self.db.run(_select_one), _CHECK_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; said so
+            log.warning("readiness: the database does not answer: %s", type(exc).__name__)
+            return False
+        return True
+
+    async def _smtp_usable(self) -> bool:
+        if self.pool is None:
+            return False
+        try:
+            return await asyncio.wait_for(self.pool.check(), _CHECK_TIMEOUT)
+        except TimeoutError:
+            log.warning("readiness: the SMTP server did not answer within %.0f s",
+                        _CHECK_TIMEOUT)
+            return False
+
     async def wait_running(self, timeout: float = 30.0) -> None:
         """Until the config is loaded and both consumers are in their groups."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not all(self.health().values()):
+        while not all(self.consuming().values()):
             for task in self._tasks:
                 if task.done():
                     task.result()  # raise what stopped it

@@ -1,9 +1,9 @@
-"""`hookstream notifier` (invitations and alerts over SMTP) and `hookstream smtp-sink`."""
+"""`hookstream notifier` (invitations and alerts over SMTP) and `hookstream survey-page` (the
+page behind the personal survey links)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import typer
 
@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         and mail grouped alerts; disable automations that keep failing.
 
         SMTP from HOOKSTREAM_SMTP_URL (smtp://user:pass@host:587?starttls=1, smtps://...);
-        /metrics and /healthz on HOOKSTREAM_NOTIFIER_PORT. Stops cleanly on SIGINT/SIGTERM.
+        /metrics, /healthz (liveness) and /readyz (readiness) on HOOKSTREAM_NOTIFIER_PORT.
+        Stops cleanly on SIGINT/SIGTERM.
         """
         import asyncio
 
@@ -34,40 +35,25 @@ def register(app: typer.Typer) -> None:
             typer.secho(f"error: HOOKSTREAM_SMTP_URL: {exc}", fg="red", err=True)
             raise typer.Exit(2) from exc
 
-    @app.command("smtp-sink")
-    def smtp_sink(
-        folder: Path = typer.Option(Path("var/mail"), "--dir", help="Where .eml files go"),
-        host: str = typer.Option("127.0.0.1", help="Address to listen on"),
-        port: int | None = typer.Option(None, help="Port (default: the port of "
-                                        "HOOKSTREAM_SMTP_URL, 8025 out of the box)"),
+    @app.command("survey-page")
+    def survey_page(
+        host: str | None = typer.Option(None, help="Bind address (default "
+                                        "HOOKSTREAM_SURVEY_HOST)"),
+        port: int | None = typer.Option(None, help="Port (default HOOKSTREAM_SURVEY_PORT)"),
+        log_level: str = typer.Option("info", help="uvicorn log level"),
     ) -> None:
-        """A local SMTP server that writes every mail it receives as an .eml file."""
-        import signal
-        import threading
+        """Serve the page behind the personal survey links (GET /s/{token}, the path of
+        HOOKSTREAM_SURVEY_BASE_URL), with /healthz, /readyz and /metrics. It reads the
+        notifier's tables (HOOKSTREAM_DATABASE_URL) and is the only part respondents reach."""
+        import uvicorn
 
         from core.settings import get_settings
-        from hookstream.local.smtp_sink import SmtpSink
-        from notifier.smtp_config import SmtpConfig
+        from notifier.survey_page import create_app
 
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # aiosmtpd logs every command at INFO, recipients' addresses included: personal data
-        # in a log, and a tenth of the sink's CPU per mail (py-spy). The .eml files are the
-        # record; warnings still show.
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
-        if port is None:
-            port = SmtpConfig.from_url(get_settings().smtp_url.get_secret_value()).port
-        stop = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        sink = SmtpSink(folder, host=host, port=port).start()
-        typer.echo(f"SMTP sink on {host}:{port}, writing to {folder}/ (Ctrl-C stops)",
-                   err=True)
-        try:
-            while not stop.wait(0.5):  # a timed wait lets the signal handlers run
-                pass
-        finally:
-            sink.stop()
+        s = get_settings()
+        # No access log: each line would carry a respondent's personal token.
+        uvicorn.run(create_app(s), host=host or s.survey_host, port=port or s.survey_port,
+                    log_level=log_level, access_log=False)
 
 
 def _install_uvloop() -> None:

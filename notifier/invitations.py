@@ -144,7 +144,10 @@ class InvitationService(ConsumerService):
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            for result in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(result, Exception):  # _work handles its own: a bug if here
+                    log.error("an invitation task ended with %s: %s", type(result).__name__,
+                              result)
         await self._in.final_commit()
         released = await self.db.run(store.release_claims, self.owner)
         if released:
@@ -242,7 +245,7 @@ class InvitationService(ConsumerService):
             snap = self.config.get(automation_id)
         return snap
 
-    async def _send(self, req: dict[str, Any], snap: AutomationSnapshot, c: store.Claim,
+    async def _send(self, req: dict[str, Any], snap: AutomationSnapshot, c: store.SendClaim,
                     message_id: str, fetched: float | None) -> dict[str, Any]:
         link = f"{self.survey_base_url}/{c.token}"
         try:

@@ -88,6 +88,51 @@ class SmtpPool:
         for _ in range(size):
             self._idle.put_nowait(None)  # a slot; the connection opens on first use
         self._closed = False
+        # Does the server take a session? Set by every send and by `check`; None: not known.
+        self._usable: bool | None = None
+        self._verdict_at = 0.0
+
+    def _verdict(self, usable: bool, why: str = "") -> None:
+        if usable != self._usable:
+            if usable:
+                log.info("SMTP %s takes sessions", self.config.safe_url())
+            else:
+                log.warning("SMTP %s is not usable: %s", self.config.safe_url(), why)
+        self._usable = usable
+        self._verdict_at = time.monotonic()
+
+    async def check(self, max_age: float = 5.0) -> bool:
+        """Whether the server takes a session (for readiness): the verdict of the sends and
+        checks of the last `max_age` seconds, else a NOOP on an idle connection (opened, with
+        its login, if there is none). With every connection busy, the sends will tell."""
+        if self._closed:
+            return False
+        if self._usable is not None and time.monotonic() - self._verdict_at < max_age:
+            return self._usable
+        try:
+            client = self._idle.get_nowait()
+        except asyncio.QueueEmpty:
+            return bool(self._usable)
+        try:
+            if client is not None and client.is_connected:
+                try:
+                    await client.noop()
+                    self._verdict(True)
+                    return True
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    # An idle connection the server dropped: a fresh one below decides.
+                    log.debug("NOOP on an idle SMTP connection failed: %s", _short(exc))
+                    await _close_quietly(client)
+                    client = None
+            client = await self._connect()
+            self._verdict(True)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await _close_quietly(client)
+            client = None
+            self._verdict(False, classify(exc).reason)
+        finally:
+            self._idle.put_nowait(client)
+        return bool(self._usable)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         c = self.config
@@ -118,13 +163,18 @@ class SmtpPool:
                             len(recipients), ", ".join(str(r.code) for r in errors.values()))
             seconds = time.perf_counter() - t0
             SMTP_SECONDS.observe(seconds)
+            if self._usable is not True:
+                self._verdict(True)
             return SendResult(code=250, response=_short(response), seconds=seconds)
         except BaseException as exc:
             await _close_quietly(client)
             client = None
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise classify(exc) from exc
+            verdict = classify(exc)
+            if verdict.infrastructure:
+                self._verdict(False, verdict.reason)
+            raise verdict from exc
         finally:
             self._idle.put_nowait(client)
 

@@ -8,6 +8,7 @@ single thread for SQLite (one writer at a time, so no lock errors) and a few for
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.sql import UTCDateTime, make_engine, session_factory
 from core.tasks import cancel_and_wait
+from core.times import aware_utc
 from notifier.models import (
     FINAL,
     SENDING,
@@ -33,6 +35,7 @@ from notifier.models import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -101,9 +104,11 @@ class Db:
             with self.engine.begin() as conn:
                 _new_transaction(conn)
                 return [(True, item.fn(conn)) for item in items]
-        except Exception:  # noqa: BLE001 - rolled back: rerun one by one, each error to its caller
+        except Exception as exc:  # noqa: BLE001 - rolled back: rerun one by one (below)
             if len(items) == 1:
                 raise
+            log.debug("a batch of %d failed (%s); each item again on its own", len(items),
+                      type(exc).__name__)
         out: list[tuple[bool, Any]] = []
         for item in items:
             try:
@@ -147,8 +152,12 @@ def _sqlite_no_fsync_per_commit(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
+def respondent_email(address: str) -> str:
+    """The address a respondent is kept under. The worker has already validated and
+    normalised it (`automations.coerce.normalize_email`: trimmed, domain lower-cased, local
+    part as given); the respondent's key lower-cases the local part too, so Bob@ and bob@ of
+    one survey are one respondent."""
+    return address.lower()
 
 
 def new_token() -> str:
@@ -156,10 +165,10 @@ def new_token() -> str:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """What the invitation's row says: `new`/`reclaimed` (this process sends it),
-    `final` (decided before: a duplicate), `busy` (another sender holds a live lease),
-    `suppressed` (just recorded as suppressed)."""
+class SendClaim:
+    """Whether this process may send an invitation, as the invitation's row says:
+    `new`/`reclaimed` (this process sends it), `final` (decided before: a duplicate), `busy`
+    (another sender holds a live lease), `suppressed` (just recorded as suppressed)."""
 
     kind: Literal["new", "reclaimed", "final", "busy", "suppressed"]
     token: str
@@ -207,7 +216,8 @@ _PUBLISHED = (update(INV).where(INV.c.id.in_(bindparam("b_ids", expanding=True))
 
 
 def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str,
-          lease: timedelta, message_id: str, suppress_reason: str | None = None) -> Claim:
+          lease: timedelta, message_id: str,
+          suppress_reason: str | None = None) -> SendClaim:
     """Insert the invitation's row (the exactly-once guard) or report what it already says.
 
     A row left `sending` by a sender whose lease ran out (a crashed process) is taken over;
@@ -218,9 +228,9 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
     iid = req["invitation_id"]
     row = conn.execute(_SELECT_INVITATION, {"b_id": iid}).first()
     if row is not None:
-        found = Claim(kind="final", token=row.token, status=row.status, attempts=row.attempts,
-                      reason=row.reason, smtp_code=row.smtp_code, message_id=row.message_id,
-                      outcome_published=row.outcome_published)
+        found = SendClaim(kind="final", token=row.token, status=row.status,
+                          attempts=row.attempts, reason=row.reason, smtp_code=row.smtp_code,
+                          message_id=row.message_id, outcome_published=row.outcome_published)
         if row.status in FINAL:
             return found
         if row.claimed_by != owner and row.claimed_at > now - lease:
@@ -237,18 +247,18 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
         "survey_name": survey_name[:200], "event_id": req["event_id"],
         "record_index": req["record_index"], "respondent_id": respondent_id, "token": token,
         "status": status, "reason": suppress_reason, "attempts": 0, "message_id": message_id,
-        "outcome_published": False, "received_at": _aware(req["received_at"]),
-        "due_at": _aware(req["due_at"]), "claimed_by": owner, "claimed_at": now,
+        "outcome_published": False, "received_at": aware_utc(req["received_at"]),
+        "due_at": aware_utc(req["due_at"]), "claimed_by": owner, "claimed_at": now,
         "created_at": now, "finished_at": None if suppress_reason is None else now})
-    return Claim(kind="new" if suppress_reason is None else "suppressed", token=token,
+    return SendClaim(kind="new" if suppress_reason is None else "suppressed", token=token,
                  status=status, attempts=0, reason=suppress_reason, message_id=message_id)
 
 
 def _upsert_respondent(conn: Connection, req: dict[str, Any], now: datetime) -> int:
     """The respondent's row with this invitation's background values merged in: key by key,
     the values of the invitation received last win."""
-    email = normalize_email(req["email"])
-    received = _aware(req["received_at"])
+    email = respondent_email(req["email"])
+    received = aware_utc(req["received_at"])
     values = dict(req.get("variables") or {})
     row = conn.execute(_SELECT_RESPONDENT, {"b_survey": req["survey_id"],
                                             "b_email": email}).first()
@@ -351,7 +361,7 @@ def record_error(conn: Connection, err: dict[str, Any], *, counts: bool) -> Reco
         "id": err["error_id"], "automation_id": err["automation_id"], "kind": err["kind"],
         "detail": err["detail"], "source": err["source"], "field": err.get("field"),
         "event_id": err.get("event_id"), "record_index": err.get("record_index"),
-        "invitation_id": err.get("invitation_id"), "at": _aware(err["at"])})
+        "invitation_id": err.get("invitation_id"), "at": aware_utc(err["at"])})
     _streak_ended(conn).discard(err["automation_id"])  # a success after this ends it again
     streak = conn.execute(_SELECT_STREAK, automation).scalar()
     if streak is None:
@@ -364,12 +374,6 @@ def record_error(conn: Connection, err: dict[str, Any], *, counts: bool) -> Reco
         conn.execute(_LENGTHEN_STREAK, {**automation, "b_now": now, "b_kind": err["kind"]})
         streak += 1
     return Recorded(True, streak)
-
-
-def streak_of(sessions: sessionmaker[Session], automation_id: str) -> int:
-    with sessions() as s:
-        streak = s.get(FailureStreak, automation_id)
-        return streak.consecutive if streak else 0
 
 
 def mark_disabled(sessions: sessionmaker[Session], automation_id: str) -> None:
@@ -396,9 +400,3 @@ def set_last_alert_at(sessions: sessionmaker[Session], automation_id: str,
         else:
             streak.last_alert_at = at
         s.commit()
-
-
-def _aware(value: datetime | int) -> datetime:
-    if isinstance(value, int):
-        return datetime.fromtimestamp(value / 1000, UTC)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

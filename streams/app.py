@@ -1,8 +1,10 @@
 """The streams worker: a Faust app that runs the raw processor and the scheduler.
 
-Faust provides the worker process, its lifecycle (start, signals, clean stop), logging and
-the web server (`/metrics`, `/healthz` on `HOOKSTREAM_WORKER_PORT`). The processing itself
-runs in two transactional aiokafka loops started as a Faust service (`StreamsRuntime`):
+Faust provides the worker process, its lifecycle (start, signals, clean stop) and logging;
+its own web server is off. The processing runs in two transactional aiokafka loops started
+as a Faust service (`StreamsRuntime`), which also serves `/metrics`, `/healthz` (liveness:
+the event loop answers; a rebalance or a broker outage does not fail it) and `/readyz`
+(readiness, with named checks) on `HOOKSTREAM_WORKER_PORT` (`core.serving.ProbeServer`):
 - `webhooks.raw` -> `invitations.due` / `invitations.scheduled` / `webhooks.dlq` /
   `automations.errors` (streams/agents.py), consumer group `<prefix>hookstream-streams.raw`;
 - `invitations.scheduled` -> `invitations.due` when due (streams/scheduler.py), consumer
@@ -25,17 +27,17 @@ from typing import Any
 
 import faust
 import mode
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
 
 from automations.config_cache import ConfigCache
 from core.kafka.lag import LagCollector
 from core.kafka.topics import Topics, ensure_topics
+from core.serving import ProbeServer
 from core.settings import Settings, get_settings
 from streams.agents import RawProcessor
 from streams.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
-_METRICS_TYPE = CONTENT_TYPE_LATEST.split(";")[0]  # text/plain; version 0.0.4 is the default
 
 
 def app_id(prefix: str) -> str:
@@ -54,11 +56,13 @@ def instance_id(settings: Settings) -> str:
 
 
 class StreamsRuntime(mode.Service):
-    """Config cache, raw processor and scheduler, started and stopped with the Faust app."""
+    """Config cache, raw processor and scheduler, started and stopped with the Faust app,
+    and the worker's probe server."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.probes = ProbeServer(host, settings.worker_port, self.readiness, name="worker")
         self.topics = Topics(settings.topic_prefix)
         groups = group_ids(settings.topic_prefix)
         self.config = ConfigCache(settings.kafka_bootstrap, self.topics.config)
@@ -74,8 +78,11 @@ class StreamsRuntime(mode.Service):
         self.started_ok = False
 
     async def on_start(self) -> None:
-        # In the background, so Faust's own start-up (web server, its group) runs meanwhile:
-        # a restarted worker is back within a couple of seconds. /healthz says when ready.
+        # Probes first: liveness answers while the rest starts (a port taken stops the worker
+        # here, with the address in the error).
+        await self.probes.start()
+        # In the background, so Faust's own start-up (its group) runs meanwhile: a restarted
+        # worker is back within a couple of seconds. /readyz says when it is ready.
         self.add_future(self._start_parts())
 
     async def _start_parts(self) -> None:
@@ -93,6 +100,19 @@ class StreamsRuntime(mode.Service):
             return
         self.started_ok = True
         log.info("streams runtime started (raw processor and scheduler)")
+        await self._watch_parts()
+
+    async def _watch_parts(self) -> None:
+        """A loop that died does not come back by itself: stop the worker (a supervisor
+        restarts it) rather than answer liveness while doing nothing."""
+        while not self.should_stop:
+            for name, part in (("raw loop", self.processor), ("scheduler", self.scheduler)):
+                exc = part.failed()
+                if exc is not None:
+                    log.error("the %s failed; stopping the worker", name, exc_info=exc)
+                    await self.crash(exc)
+                    return
+            await self.sleep(1.0)
 
     async def on_stop(self) -> None:
         self.started_ok = False
@@ -103,19 +123,19 @@ class StreamsRuntime(mode.Service):
         await self.processor.stop()
         await self.scheduler.stop()
         await self.config.stop()
+        await self.probes.stop()  # last: liveness answers while the worker stops
 
-    def health(self) -> tuple[bool, str]:
-        if not self.started_ok:
-            return False, "starting"
-        for name, part in (("processor", self.processor), ("scheduler", self.scheduler)):
-            exc = part.failed()
-            if exc is not None:
-                return False, f"{name} failed: {type(exc).__name__}"
-        if not self.config.ready.is_set():
-            return False, "configuration not loaded"
-        if not (self.processor.loop.assigned.is_set() and self.scheduler.loop.assigned.is_set()):
-            return False, "waiting for partitions"
-        return True, "ok"
+    def readiness(self) -> dict[str, bool]:
+        """`/readyz`: each part started, running and in its consumer group."""
+        raw, scheduler = self.processor, self.scheduler
+        return {
+            "started": self.started_ok,  # topics there, both loops started
+            "config_loaded": self.config.ready.is_set(),
+            "raw_loop": raw.loop.running and raw.failed() is None
+            and raw.loop.assigned.is_set(),
+            "scheduler": scheduler.loop.running and scheduler.failed() is None
+            and scheduler.loop.assigned.is_set(),
+        }
 
 
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> faust.App:
@@ -123,27 +143,16 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> fau
     (Path(s.var_dir) / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id(s.topic_prefix), broker=f"kafka://{s.kafka_bootstrap}", store="memory://",
-        datadir=str(Path(s.var_dir) / "faust"), web_enabled=True, web_port=s.worker_port,
-        web_bind=host, web_host=host, topic_partitions=s.topic_partitions, producer_acks=-1,
+        datadir=str(Path(s.var_dir) / "faust"), topic_partitions=s.topic_partitions,
+        producer_acks=-1,
+        # The runtime serves /metrics and the probes (core.serving), as every service does.
+        web_enabled=False,
         # Faust's group holds only its leader topic, and the runtime starts after Faust joined
         # it: static membership lets a restarted worker take its place at once.
         consumer_group_instance_id=f"{instance_id(s)}-faust",
         broker_session_timeout=10.0, broker_heartbeat_interval=1.0)
-    runtime = StreamsRuntime(s)
-    app.hookstream_runtime = runtime  # type: ignore[attr-defined]  # run_worker starts it
-
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        # aiohttp wants the charset apart from the media type.
-        return web.text(generate_latest().decode(), content_type=_METRICS_TYPE)
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        ok, why = runtime.health()
-        return web.json({"status": "ok" if ok else "unavailable", "detail": why},
-                        status=200 if ok else 503)
-
-    return app
+    app.hookstream_runtime = StreamsRuntime(s, host)  # type: ignore[attr-defined]
+    return app  # run_worker gives the runtime to the Faust worker, which starts it
 
 
 def run_worker(loglevel: str = "info", host: str | None = None) -> None:

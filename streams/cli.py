@@ -9,8 +9,8 @@ def register(app: typer.Typer) -> None:
     @app.command("worker")
     def worker(
         loglevel: str = typer.Option("info", help="crit|error|warn|info|debug"),
-        host: str | None = typer.Option(None, help="Address /metrics and /healthz bind to "
-                                        "(default HOOKSTREAM_METRICS_HOST; the port is "
+        host: str | None = typer.Option(None, help="Address /metrics, /healthz and /readyz "
+                                        "bind to (default HOOKSTREAM_METRICS_HOST; the port is "
                                         "HOOKSTREAM_WORKER_PORT)"),
     ) -> None:
         """Run the streams worker: webhooks.raw to invitations, and the delay scheduler."""

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 
+from control_plane.api import create_app
+from core.settings import Settings
 from tests.control_plane.builders import (
     automation_body,
     make_automation,
@@ -216,3 +222,35 @@ async def test_disable_with_reason_and_enable(admin: httpx.AsyncClient) -> None:
     r = await admin.post(f"/v1/automations/{a['id']}/enable")
     assert r.json()["enabled"] is True and r.json()["disabled_reason"] is None
     assert r.json()["version"] == 4
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_probes_name_their_checks(settings: Settings, admin: httpx.AsyncClient) -> None:
+    """Not started yet: alive, not ready, every check named. Started: ready, with the count
+    of changes still to publish. The probes need no token; no survey page here."""
+    idle = create_app(settings)  # its lifespan (migrations, topics, republish) not run
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=idle),
+                                 base_url="http://admin") as cold:
+        assert (await cold.get("/healthz")).status_code == 200
+        r = await cold.get("/readyz")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["checks"] == {"republished": False, "publisher": False,
+                                      "database": False}
+    r = await admin.get("/readyz", headers={"Authorization": ""})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": "ready", "ready": True, "pending_publishes": 0,
+                        "checks": {"republished": True, "publisher": True, "database": True}}
+    assert "hookstream_admin_requests_total" in (await admin.get("/metrics")).text
+    assert (await admin.get("/s/" + "x" * 32)).status_code == 404
+
+
+def test_the_admin_api_does_not_import_the_notifier(tmp_path: Path) -> None:
+    """The survey page is the notifier's own process: the admin app never faces respondents
+    and loads nothing of the notifier, also once built."""
+    code = ("import sys; from control_plane.api import create_app; create_app(); "
+            "sys.exit(' '.join(m for m in sys.modules if m.split('.')[0] == 'notifier') or None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env={
+                              **os.environ, "HOOKSTREAM_VAR_DIR": str(tmp_path / "var"),
+                              "HOOKSTREAM_DATABASE_URL": f"sqlite:///{tmp_path}/admin.db"})
+    assert done.returncode == 0, done.stderr

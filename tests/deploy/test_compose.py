@@ -19,7 +19,10 @@ import yaml
 from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-HOOKSTREAM = {"admin": 8081, "ingress": 8080, "worker": 8082, "notifier": 8083}
+HOOKSTREAM = {"admin": 8081, "ingress": 8080, "worker": 8082, "notifier": 8083, "survey": 8084}
+COMMAND = {"survey": "survey-page"}  # the `hookstream` command of each service, if not its name
+PORT_SETTING = {"admin": "ADMIN_PORT", "ingress": "INGRESS_PORT", "worker": "WORKER_PORT",
+                "notifier": "NOTIFIER_PORT", "survey": "SURVEY_PORT"}
 INFRA = ("kafka", "postgres", "mailpit")
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}")
 
@@ -64,7 +67,8 @@ def test_every_service_has_a_healthcheck(services: dict[str, Any]) -> None:
 
 def test_depends_on_waits_for_healthy(services: dict[str, Any]) -> None:
     expected = {"admin": {"kafka", "postgres"}, "ingress": {"kafka", "admin"},
-                "worker": {"kafka", "admin"}, "notifier": {"kafka", "admin"}}
+                "worker": {"kafka", "admin"}, "notifier": {"kafka", "admin"},
+                "survey": {"postgres", "notifier"}}
     for name, needs in expected.items():
         deps = services[name]["depends_on"]
         assert isinstance(deps, dict), f"{name}: depends_on needs the long form with conditions"
@@ -128,7 +132,8 @@ def test_hookstream_service(services: dict[str, Any], name: str) -> None:
     build = svc["build"]
     assert build["dockerfile"] == "deploy/Dockerfile"
     assert (REPO / build.get("context", ".") / build["dockerfile"]).is_file()
-    assert svc["command"] in ([name], name)
+    command = COMMAND.get(name, name)
+    assert svc["command"] in ([command], command)
     port = HOOKSTREAM[name]
     assert published(svc) == {port: port}
     e = env(svc)
@@ -142,15 +147,24 @@ def test_hookstream_service(services: dict[str, Any], name: str) -> None:
     fields = {f"HOOKSTREAM_{f.upper()}" for f in Settings.model_fields}
     assert set(e) - fields == set(), f"{name}: unknown settings {set(e) - fields}"
     # The port the service listens on is the one its healthcheck and ports use.
-    port_setting = {"admin": "ADMIN_PORT", "ingress": "INGRESS_PORT", "worker": "WORKER_PORT",
-                    "notifier": "NOTIFIER_PORT"}[name]
+    port_setting = PORT_SETTING[name]
     assert int(e.get(f"HOOKSTREAM_{port_setting}",
                      Settings.model_fields[port_setting.lower()].default)) == port
-    if name in ("admin", "ingress"):  # their HTTP servers must listen beyond loopback
+    if name in ("admin", "ingress", "survey"):  # their HTTP servers must listen beyond loopback
         assert e[f"HOOKSTREAM_{name.upper()}_HOST"] == "0.0.0.0"
+    # Healthy means ready (what depends_on waits for), not merely alive.
     test = svc["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
-    assert f"http://127.0.0.1:{port}/healthz" in test[3]
+    assert f"http://127.0.0.1:{port}/readyz" in test[3]
+
+
+def test_survey_links_reach_the_survey_service(services: dict[str, Any]) -> None:
+    """The links in invitations point at the survey page's published port, not the admin
+    API's (which respondents never reach)."""
+    base = INTERPOLATION.fullmatch(env(services["notifier"])["HOOKSTREAM_SURVEY_BASE_URL"])
+    assert base and base["op"] == ":-"
+    host_port = published(services["survey"])[HOOKSTREAM["survey"]]
+    assert base["arg"] == f"http://localhost:{host_port}/s"
 
 
 def test_host_ports_are_unique(services: dict[str, Any]) -> None:
@@ -218,7 +232,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-        code = self.status if self.path == "/healthz" else 404
+        code = self.status if self.path == "/readyz" else 404
         self.send_response(code)
         self.end_headers()
         self.wfile.write(b"{}")
@@ -241,7 +255,7 @@ def health_server() -> Iterator[http.server.HTTPServer]:
 def test_healthcheck_one_liner_runs_on_plain_python(
         services: dict[str, Any], health_server: http.server.HTTPServer) -> None:
     """The exact command of the ingress healthcheck, pointed at a local server: exit 0 when
-    /healthz answers 200, non-zero when it answers 503 (slim images have no curl)."""
+    /readyz answers 200, non-zero when it answers 503 (slim images have no curl)."""
     code = services["ingress"]["healthcheck"]["test"][3]
     port = health_server.server_address[1]
     code = code.replace("127.0.0.1:8080", f"127.0.0.1:{port}")

@@ -1,7 +1,7 @@
 """`make run` as a newcomer uses it: `hookstream up`, then the printed curl line, gives a mail.
 
-The stack runs as real processes (admin API, ingress, worker, notifier, SMTP sink) against the
-session's real broker; Ctrl-C (SIGINT) must stop every child it started.
+The stack runs as real processes (admin API, ingress, worker, notifier, survey page, SMTP
+sink) against the session's real broker; Ctrl-C (SIGINT) must stop every child it started.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def _scrape(port: int) -> dict[str, float]:
 
 def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
                                         tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("ingress", "admin", "worker", "notifier", "smtp")}
+    ports = {name: free_port() for name in ("ingress", "admin", "worker", "notifier", "survey",
+                                            "smtp")}
     env = {
         **os.environ,
         "HOOKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
@@ -57,7 +58,8 @@ def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
         "HOOKSTREAM_INGRESS_PORT": str(ports["ingress"]),
         "HOOKSTREAM_ADMIN_PORT": str(ports["admin"]),
         "HOOKSTREAM_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
-        "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{ports['admin']}/s",
+        "HOOKSTREAM_SURVEY_PORT": str(ports["survey"]),
+        "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{ports['survey']}/s",
         "HOOKSTREAM_WORKER_PORT": str(ports["worker"]),
         "HOOKSTREAM_NOTIFIER_PORT": str(ports["notifier"]),
         "HOOKSTREAM_SMTP_URL": f"smtp://127.0.0.1:{ports['smtp']}",
@@ -77,7 +79,7 @@ def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
             assert time.monotonic() < deadline, "no curl line printed:\n" + "".join(lines)
             time.sleep(0.2)
         children = _children(up.pid)
-        assert len(children) >= 5, children  # sink, admin, ingress, worker, notifier
+        assert len(children) >= 6, children  # sink, admin, ingress, worker, notifier, survey
         curl = next(line for line in lines if line.startswith("curl "))
         assert "hookstream is running." in "".join(lines)
 
@@ -101,10 +103,14 @@ def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
         assert msg["To"] == "ada@example.com"
         text = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
         assert "Ada" in text
-        link = re.search(rf"http://127\.0\.0\.1:{ports['admin']}/s/[A-Za-z0-9_-]+", text)
+        link = re.search(rf"http://127\.0\.0\.1:{ports['survey']}/s/[A-Za-z0-9_-]+", text)
         assert link, text
         page = httpx.get(link.group(0), timeout=10)
         assert page.status_code == 200 and "ada@example.com" in page.text
+        # The admin API serves no survey page: respondents never reach it.
+        path = link.group(0).split(str(ports["survey"]), 1)[1]
+        assert httpx.get(f"http://127.0.0.1:{ports['admin']}{path}", timeout=10).status_code \
+            == 404
         print(f"webhook to .eml in {took:.2f}s")
 
         # Each service's counters moved with the record as it flowed through.

@@ -17,9 +17,9 @@ from core.settings import Settings
 from hookstream.local.kafka import free_port
 from hookstream.local.smtp_sink import SmtpSink
 from ingress.app import create_app as create_ingress
-from notifier import store
 from notifier.app import Notifier
 from notifier.metrics import AUTOMATIONS_DISABLED
+from notifier.models import FailureStreak
 from notifier.store import Db
 
 from .conftest import ADMIN_TOKEN, Bus, automation_error, invitation, wait_for
@@ -94,7 +94,9 @@ async def test_ten_failures_in_a_row_disable_the_automation(
                                                  field="email"))
             await _wait_recorded(admin, automation_id, 18)
             db = Db(settings.database_url)
-            assert await db.run(store.streak_of, automation_id) == 9
+            with db.sessions() as session:
+                streak = session.get(FailureStreak, automation_id)
+                assert streak is not None and streak.consecutive == 9
             await db.close()
             assert notifier.config.get(automation_id).enabled  # type: ignore[union-attr]
             # ...and the tenth in a row disables it.

@@ -1,4 +1,5 @@
-"""`hookstream smtp-sink` and `hookstream notifier` as the processes `make run` starts."""
+"""`hookstream smtp-sink`, `hookstream notifier` and `hookstream survey-page` as the
+processes `make run` starts."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from core.settings import Settings
 from hookstream.local.kafka import free_port
-from hookstream.local.smtp_sink import read_eml
+from hookstream.local.smtp_sink import SmtpSink, read_eml
 from notifier.mailer import SmtpPool
 from notifier.render import plain_mail
 from notifier.smtp_config import SmtpConfig
@@ -59,35 +61,104 @@ async def test_smtp_sink_command_writes_eml_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-async def test_notifier_command_serves_health_and_stops_cleanly(
+async def test_notifier_command_is_alive_but_not_ready_until_smtp_answers(
         settings: Settings, tmp_path: Path) -> None:
+    """No SMTP server yet: /healthz 200 (nothing to restart), /readyz 503 naming `smtp`
+    while the consumers run; the server comes: /readyz 200. The password never shows."""
+    smtp_port = free_port()
     env = {**os.environ, "HOOKSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
            "HOOKSTREAM_TOPIC_PREFIX": settings.topic_prefix,
            "HOOKSTREAM_DATABASE_URL": settings.database_url,
-           "HOOKSTREAM_SMTP_URL": "smtp://user:topsecret@127.0.0.1:25",
+           "HOOKSTREAM_SMTP_URL": f"smtp://user:topsecret@127.0.0.1:{smtp_port}?timeout=2",
            "HOOKSTREAM_NOTIFIER_PORT": str(settings.notifier_port)}
     log = tmp_path / "notifier.log"
     proc = _spawn(["notifier"], env, log)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.notifier_port}",
-                                     timeout=2) as client:
-            for _ in range(300):
+                                     timeout=5) as client:
+            async def probes() -> tuple[int, httpx.Response] | None:
                 assert proc.poll() is None, log.read_text()[-3000:]
                 try:
-                    r = await client.get("/healthz")
-                    if r.status_code == 200:
-                        break
+                    return (await client.get("/healthz")).status_code, \
+                        await client.get("/readyz")
                 except httpx.TransportError:
-                    pass  # not listening yet
-                await _sleep(0.1)
-            assert r.status_code == 200, r.text
-            assert r.json()["checks"] == {"config_loaded": True, "invitations_consumer": True,
-                                          "alerts_consumer": True}
-            assert "hookstream_invitations_sent_total" in (await client.get("/metrics")).text
+                    return None  # not listening yet
+
+            async def consuming() -> tuple[int, httpx.Response] | None:
+                got = await probes()
+                if got is None or not got[1].json()["checks"].get("invitations_consumer"):
+                    return None
+                return got
+
+            live, ready = await _poll(consuming, what="the notifier's consumers")
+            assert live == 200
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["checks"] == {
+                "config_loaded": True, "invitations_consumer": True, "alerts_consumer": True,
+                "database": True, "smtp": False}
+            with SmtpSink(tmp_path / "mail", port=smtp_port, auth=("user", "topsecret")):
+                async def ready_now() -> tuple[int, httpx.Response] | None:
+                    got = await probes()
+                    return got if got is not None and got[1].status_code == 200 else None
+
+                live, ready = await _poll(ready_now, what="/readyz 200")
+                assert live == 200
+                assert all(ready.json()["checks"].values()), ready.text
+                assert "hookstream_invitations_sent_total" in \
+                    (await client.get("/metrics")).text
     finally:
         assert _stop(proc, signal.SIGTERM) == 0
     text = log.read_text()
-    assert "topsecret" not in text and "smtp://user:***@127.0.0.1:25" in text
+    assert "topsecret" not in text and f"smtp://user:***@127.0.0.1:{smtp_port}" in text
+
+
+async def test_survey_page_command_serves_the_page_and_its_probes(
+        db_url: str, tmp_path: Path) -> None:
+    """`hookstream survey-page` on its own port: probes, metrics, and the page's 404 for a
+    link no invitation carries (the page itself: test_invitations.py)."""
+    port = free_port()
+    env = {**os.environ, "HOOKSTREAM_DATABASE_URL": db_url,
+           "HOOKSTREAM_SURVEY_PORT": str(port),
+           "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{port}/s"}
+    log = tmp_path / "survey.log"
+    proc = _spawn(["survey-page"], env, log)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            async def ready() -> httpx.Response | None:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                try:
+                    r = await client.get("/readyz")
+                except httpx.TransportError:
+                    return None  # not listening yet
+                return r if r.status_code == 200 else None
+
+            r = await _poll(ready, what="the survey page's /readyz")
+            assert r.json()["checks"] == {"database": True}
+            assert (await client.get("/healthz")).status_code == 200
+            page = await client.get("/s/" + "x" * 32)
+            assert page.status_code == 404 and "not valid" in page.text
+            assert page.headers["content-type"].startswith("text/html")
+            assert 'hookstream_survey_pages_total{status="404"} 1.0' in \
+                (await client.get("/metrics")).text
+            assert (await client.get("/v1/automations")).status_code == 404  # no admin API
+    finally:
+        # uvicorn shuts down gracefully, then dies of the SIGTERM it was sent (its convention).
+        assert _stop(proc, signal.SIGTERM) in (0, -signal.SIGTERM)
+    text = log.read_text()
+    assert "Finished server process" in text
+    assert "x" * 32 not in text  # no access log: tokens stay out of logs
+
+
+async def _poll(probe: Any, timeout: float = 60.0, what: str = "condition") -> Any:
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await probe()
+        if got is not None:
+            return got
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
 
 
 async def _sleep(seconds: float) -> None:

@@ -8,15 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select
 
 from core.settings import Settings
 from hookstream.local.smtp_sink import SmtpSink
+from notifier import survey_page
 from notifier.app import Notifier
 from notifier.models import Invitation, Respondent
 from notifier.store import Db
-from notifier.survey_page import make_router
 
 from .conftest import Bus, automation_error, invitation, make_snapshot, wait_for
 
@@ -52,11 +51,9 @@ async def test_invitation_is_mailed_with_values_and_a_working_personal_link(
     assert link is not None and f'href="{link.group(0)}"' in html
 
     # The personal link answers 200 naming survey and respondent; a forged one is 404.
-    db = Db(settings.database_url)
-    app = FastAPI()
-    app.include_router(make_router(db.sessions))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://admin") as client:
+    page_app = survey_page.create_app(settings)
+    async with page_app.router.lifespan_context(page_app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=page_app), base_url="http://survey") as client:
         token = link.group(0).rsplit("/", 1)[1]
         page = await client.get(f"/s/{token}")
         assert page.status_code == 200
@@ -64,6 +61,7 @@ async def test_invitation_is_mailed_with_values_and_a_working_personal_link(
         assert (await client.get(f"/s/{token[:-2]}xx")).status_code == 404
         assert (await client.get("/s/short")).status_code == 404
     # Respondent and background data are in SQL.
+    db = Db(settings.database_url)
     with db.sessions() as s:
         resp = s.scalars(select(Respondent)).one()
         assert (resp.survey_id, resp.email) == (snap.survey_id, "bob@example.com")

@@ -20,16 +20,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from control_plane.api import create_app
 from core.settings import Settings
 from hookstream.local.kafka import free_port
 from hookstream.local.smtp_sink import SmtpSink
 from ingress.app import create_app as create_ingress
+from notifier import survey_page
 from notifier.app import Notifier
-from notifier.store import Db
-from notifier.survey_page import make_router
 
 from .conftest import ADMIN_TOKEN, FAST, Bus, wait_for
 from .test_auto_disable import served
@@ -97,13 +95,11 @@ async def test_webhook_to_mail_and_bad_records_to_disabled(
             assert "Dear Ann, age 42" in text
             link = re.search(rf"{re.escape(settings.survey_base_url)}/(\S+)", text)
             assert link is not None
-            db = Db(settings.database_url)
-            app = FastAPI()
-            app.include_router(make_router(db.sessions))
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="http://admin") as pages:
+            page_app = survey_page.create_app(settings)
+            async with page_app.router.lifespan_context(page_app), httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=page_app),
+                    base_url="http://survey") as pages:
                 page = await pages.get(f"/s/{link.group(1)}")
-            await db.close()
             assert page.status_code == 200 and "Customer satisfaction" in page.text
 
             # Ten bad records in a row (age is not a number): disabled, told, refused.

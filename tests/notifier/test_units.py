@@ -182,28 +182,60 @@ async def test_pool_reuses_connections_authenticates_and_recovers(tmp_path: Path
     assert sorted(str(m["Subject"]) for m in sink.messages())[:2] == ["m0", "m0"]
 
 
-async def test_metrics_and_health_endpoint() -> None:
+async def test_probe_server_liveness_apart_from_readiness() -> None:
+    """The notifier's (and the worker's) probe server: /healthz answers 200 whatever the
+    checks say, /readyz is 503 naming the failing check until it passes; /metrics serves the
+    notifier's metrics; a port already taken is a clear OSError, not a SystemExit."""
+    import socket
+
     import httpx
 
-    from hookstream.local.kafka import free_port
-    from notifier.http import HealthServer
+    from core.serving import ProbeServer
 
-    state = {"consumer": False}
-    server = HealthServer("127.0.0.1", free_port(), lambda: dict(state))
+    state = {"consumer": False, "database": True}
+    server = ProbeServer("127.0.0.1", 0, lambda: dict(state), name="test")
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
-            assert (await client.get("/healthz")).status_code == 503
+            assert (await client.get("/healthz")).status_code == 200
+            r = await client.get("/readyz")
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json()["checks"] == {"consumer": False, "database": True}
+            assert r.json()["detail"] == "not ready: consumer"
             state["consumer"] = True
-            r = await client.get("/healthz")
-            assert r.status_code == 200 and r.json()["status"] == "ok"
+            r = await client.get("/readyz")
+            assert r.status_code == 200 and r.json()["status"] == "ready"
             metrics = (await client.get("/metrics")).text
             for name in ("hookstream_invitations_sent_total", "hookstream_smtp_seconds_bucket",
                          "hookstream_alerts_sent_total", "hookstream_automations_disabled_total"):
                 assert name in metrics
             assert (await client.get("/nope")).status_code == 404
+        taken = ProbeServer("127.0.0.1", server.port, lambda: {}, name="second")
+        with pytest.raises(OSError, match=f"cannot serve probes on 127.0.0.1:{server.port}"):
+            await taken.start()
     finally:
         await server.stop()
+    with socket.socket() as probe:  # stopped: the port is free again
+        assert probe.connect_ex(("127.0.0.1", server.port)) != 0
+
+
+async def test_smtp_pool_check_follows_the_server(tmp_path: Path) -> None:
+    """Readiness's SMTP check: false while nothing listens, true once a server takes a
+    session (a NOOP on the pooled connection after that), false again when it goes."""
+    from hookstream.local.kafka import free_port
+
+    port = free_port()
+    pool = SmtpPool(SmtpConfig.from_url(f"smtp://127.0.0.1:{port}?timeout=2"), 2)
+    try:
+        assert await pool.check(max_age=0) is False
+        with SmtpSink(tmp_path / "mail", port=port):
+            assert await pool.check(max_age=0) is True
+            assert await pool.check(max_age=0) is True  # NOOP on the open connection
+            assert await pool.check(max_age=60) is True  # fresh verdict: no round trip
+        assert await pool.check(max_age=0) is False
+    finally:
+        await pool.close()
+    assert await pool.check(max_age=0) is False  # closed
 
 
 # --- the exactly-once claim (SQL) -----------------------------------------------------------

@@ -80,7 +80,8 @@ def test_prometheus_scrapes_every_service() -> None:
     conf = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
     targets = {t for job in conf["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
-    assert targets == {"admin:8081", "ingress:8080", "worker:8082", "notifier:8083"}
+    assert targets == {"admin:8081", "ingress:8080", "worker:8082", "notifier:8083",
+                       "survey:8084"}
     assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in conf["scrape_configs"])
     assert conf["rule_files"] == ["/etc/prometheus/alerts.yml"]
     for rule in (r for g in yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())["groups"]

@@ -78,7 +78,7 @@ def worker(kafka_bootstrap: str, ready_topics: Topics, tmp_path: Path) -> Iterat
             while True:
                 assert proc.poll() is None, f"worker exited:\n{log_path.read_text()[-3000:]}"
                 try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass  # not listening yet
@@ -130,8 +130,8 @@ async def _raw_group_stable(bootstrap: str, group: str) -> bool:
 def test_fix_replay_one_invitation_per_record(kafka_bootstrap: str, ready_topics: Topics,
                                               worker: int, runner: CliRunner) -> None:
     t, a = ready_topics, "auto-replay"
-    # /healthz is up before the raw loop's partitions are assigned; wait for the assignment
-    # so this test is about replay, not about the worker's start-up rebalance.
+    # /readyz says the raw loop has partitions; wait for its group to be stable too, so this
+    # test is about replay, not about the worker's start-up rebalance.
     wait_for("the worker's raw group to be assigned", lambda: asyncio.run(
         _raw_group_stable(kafka_bootstrap, f"{t.prefix}hookstream-streams.raw")))
     asyncio.run(produce(kafka_bootstrap, t.config, [config_rec(snapshot(a, 1, "age"))]))

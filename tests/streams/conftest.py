@@ -169,7 +169,8 @@ class Worker:
             [sys.executable, "-m", "streams", "--loglevel", "info"], cwd=ROOT, env=self.env,
             stdout=log, stderr=subprocess.STDOUT)
 
-    async def wait_healthy(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /readyz answers 200: config loaded, raw loop and scheduler assigned."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1.0) as client:
             while time.monotonic() < deadline:
@@ -178,13 +179,19 @@ class Worker:
                     raise AssertionError(f"worker exited with {self.proc.returncode}:\n"
                                          f"{self.log_tail()}")
                 try:
-                    r = await client.get(f"http://127.0.0.1:{self.port}/healthz")
+                    r = await client.get(f"http://127.0.0.1:{self.port}/readyz")
                     if r.status_code == 200:
                         return
                 except httpx.TransportError:
                     pass  # not listening yet: poll again
                 await asyncio.sleep(0.2)
-        raise AssertionError(f"worker not healthy after {timeout}s:\n{self.log_tail()}")
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    async def probes(self) -> tuple[int, httpx.Response]:
+        """The status of /healthz and the answer of /readyz."""
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            live = await client.get(f"http://127.0.0.1:{self.port}/healthz")
+            return live.status_code, await client.get(f"http://127.0.0.1:{self.port}/readyz")
 
     async def metrics(self) -> str:
         async with httpx.AsyncClient(timeout=5.0) as client:

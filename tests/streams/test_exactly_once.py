@@ -75,7 +75,7 @@ async def test_sigkill_mid_stream_leaves_no_duplicate_and_no_gap(
     await publish_snapshot(kafka_bootstrap, topics, make_snapshot("auto-eos"))
     worker = worker_factory()
     worker.start()
-    await worker.wait_healthy()
+    await worker.wait_ready()
 
     def rec(i: int) -> dict[str, object]:
         return {"email": f"r{i}@example.com", "name": f"R {i}", "age": i}
@@ -99,8 +99,8 @@ async def test_sigkill_mid_stream_leaves_no_duplicate_and_no_gap(
 
     t0 = time.monotonic()
     worker.start()  # same port, so the same static member and the same transactional ids
-    await worker.wait_healthy()
-    print(f"restarted (healthy) in {time.monotonic() - t0:.1f}s")
+    await worker.wait_ready()
+    print(f"restarted (ready) in {time.monotonic() - t0:.1f}s")
     records = await read_topic(kafka_bootstrap, topics.due,
                                until=lambda rs: len({r.key for r in rs}) >= TOTAL,
                                timeout=90, settle=2.0)

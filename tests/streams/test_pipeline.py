@@ -35,7 +35,7 @@ async def test_object_batch_and_ndjson_become_typed_invitations(
     await publish_snapshot(kafka_bootstrap, topics, make_snapshot("auto-1"))
     worker = worker_factory()
     worker.start()
-    await worker.wait_healthy()
+    await worker.wait_ready()
 
     ndjson = b"\n".join(orjson.dumps(person(i)) for i in (10, 11)) + b"\n"
     await produce_raw(kafka_bootstrap, topics, [
@@ -77,7 +77,7 @@ async def test_each_failure_goes_to_dlq_with_an_error_and_the_stream_goes_on(
     await publish_snapshot(kafka_bootstrap, topics, make_snapshot("auto-off", enabled=False))
     worker = worker_factory()
     worker.start()
-    await worker.wait_healthy()
+    await worker.wait_ready()
 
     bad_json = b'{"email": "x@example.com",'
     hooks = [
@@ -150,7 +150,7 @@ async def test_filtered_records_are_counted_not_errors_and_config_changes_apply_
     await publish_snapshot(kafka_bootstrap, topics, snap)
     worker = worker_factory()
     worker.start()
-    await worker.wait_healthy()
+    await worker.wait_ready()
 
     def at(city: str, i: int) -> dict[str, object]:
         return person(i, address={"city": city})

@@ -77,7 +77,7 @@ async def test_rolling_restart_releases_each_once_within_2s_of_due(
     a, b = worker_factory(day_seconds=DAY), worker_factory(day_seconds=DAY)
     a.start()
     b.start()
-    await asyncio.gather(a.wait_healthy(), b.wait_healthy())
+    await asyncio.gather(a.wait_ready(), b.wait_ready())
 
     t0 = time.time()
     await produce_raw(kafka_bootstrap, topics, _hooks(TOTAL, "ev"))
@@ -94,7 +94,7 @@ async def test_rolling_restart_releases_each_once_within_2s_of_due(
     assert 0 < released_before < TOTAL
     a.stop()
     a.start()
-    await a.wait_healthy()
+    await a.wait_ready()
     records = await reader
     assert len(records) == TOTAL
     stats = releases.check(TOTAL, late_allowed=2.0)
@@ -120,7 +120,7 @@ async def test_sigkill_during_release_neither_loses_nor_repeats(
     await _publish_delayed_automations(kafka_bootstrap, topics)
     w = worker_factory(day_seconds=1.0)
     w.start()
-    await w.wait_healthy()
+    await w.wait_ready()
     t0 = time.time()
     await produce_raw(kafka_bootstrap, topics, _hooks(TOTAL, "kill"))
     releases = Releases()
@@ -131,7 +131,7 @@ async def test_sigkill_during_release_neither_loses_nor_repeats(
     w.kill()
     released_before = len(releases.seen)
     w.start()
-    await w.wait_healthy()
+    await w.wait_ready()
     await reader
     stats = releases.check(TOTAL, late_allowed=60.0)
     print(f"released before the kill: {released_before}; lag {stats}")
