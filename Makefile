@@ -3,22 +3,45 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The resolver that writes the lock files (`make lock`); installing from them needs only pip.
+UV_VERSION := 0.13.8
+LOCK := $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes \
+        --custom-compile-command "make lock" $(LOCK_FLAGS)
 
-.PHONY: install run test lint kafka-start kafka-stop bench-ingress bench-streams bench-scheduler bench-notifier clean
+.PHONY: install lock run test lint settings-doc kafka-start kafka-stop bench-ingress \
+        bench-streams bench-scheduler bench-notifier clean
 
-$(STAMP): pyproject.toml
+# The locked versions (runtime and test, with hashes), then the project itself without
+# dependencies: what pyproject.toml declares is only the lower bound.
+$(STAMP): pyproject.toml requirements-test.lock requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --require-hashes -r requirements-test.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# Re-resolve after a change to pyproject.toml's dependencies. Versions already locked are
+# kept where they still fit; `make lock LOCK_FLAGS=--upgrade` (or
+# `LOCK_FLAGS="--upgrade-package NAME"`) moves them. The runtime lock is constrained by the
+# test lock, so both install the same version of every package they share.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+	$(LOCK) --extra test -o requirements-test.lock
+	$(LOCK) -c requirements-test.lock -o requirements.lock
+
 run: install
 	$(BIN)/hookstream up
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]: layers, no test code).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+# docs/SETTINGS.md from core.settings.Settings (a test fails when the page is stale).
+settings-doc: install
+	$(BIN)/python -m core.settings_doc
 
 # Tests start what they need themselves: the local Kafka broker (unless
 # HOOKSTREAM_KAFKA_BOOTSTRAP names one) and PostgreSQL (unless HOOKSTREAM_TEST_POSTGRES_URL does).

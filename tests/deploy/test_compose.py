@@ -220,12 +220,33 @@ def test_dockerfile() -> None:
     assert [ln for ln in lines if ln.startswith("ENTRYPOINT")] == ['ENTRYPOINT ["hookstream"]']
 
 
+def test_dockerfile_installs_the_lock_before_the_source() -> None:
+    """The locked dependencies get a layer of their own, built from the lock file alone, so a
+    code change rebuilds only the small layer that installs the project (without deps)."""
+    lines = [ln.strip() for ln in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    copies = [(i, ln.split()[1:-1]) for i, ln in enumerate(lines) if ln.startswith("COPY ")]
+    installs = [(i, ln) for i, ln in enumerate(lines) if ln.startswith("RUN pip install")]
+    assert len(installs) == 2, installs
+    (lock_at, lock_run), (project_at, project_run) = installs
+    assert "--require-hashes" in lock_run and re.search(r"-r \S*requirements\.lock\b", lock_run)
+    assert "--no-deps" in project_run and "-r " not in project_run
+    before = [src for i, srcs in copies if i < lock_at for src in srcs]
+    assert before, "copy the lock file in before installing from it"
+    assert set(before) <= {"requirements.lock", "pyproject.toml"}, \
+        f"only the lock may be copied before the dependency layer, not {before}"
+    source = [i for i, srcs in copies if "." in srcs]
+    assert source and lock_at < source[0] < project_at, "source after the lock, before the wheel"
+    assert (REPO / "requirements.lock").is_file()
+
+
 def test_dockerignore_keeps_the_context_small_and_clean() -> None:
     ignored = {ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
                if ln.strip() and not ln.startswith("#")}
     assert {".git", ".venv", "var"} <= ignored
     # What `pip install` needs must stay in the context.
-    assert not {"pyproject.toml", "README.md", "schemas", "hookstream"} & ignored
+    assert not {"pyproject.toml", "README.md", "requirements.lock", "schemas", "hookstream"} \
+        & ignored
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
