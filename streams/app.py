@@ -4,7 +4,7 @@ Faust provides the worker process, its lifecycle (start, signals, clean stop), l
 the web server (`/metrics`, `/healthz` on `HOOKSTREAM_WORKER_PORT`). The processing itself
 runs in two transactional aiokafka loops started as a Faust service (`StreamsRuntime`):
 - `webhooks.raw` -> `invitations.due` / `invitations.scheduled` / `webhooks.dlq` /
-  `automations.errors` (streams/agents.py), consumer group `<prefix>hookstream-streams.raw`;
+  `automations.errors` (streams/raw_loop.py), consumer group `<prefix>hookstream-streams.raw`;
 - `invitations.scheduled` -> `invitations.due` when due (streams/scheduler.py), consumer
   group `<prefix>hookstream-streams.scheduler`.
 The Faust app id (and its own consumer group, which only holds Faust's leader topic) is
@@ -31,7 +31,7 @@ from automations.config_cache import ConfigCache
 from core.kafka.lag import LagCollector
 from core.kafka.topics import Topics, ensure_topics
 from core.settings import Settings, get_settings
-from streams.agents import RawProcessor
+from streams.raw_loop import RawProcessor
 from streams.scheduler import Scheduler
 
 log = logging.getLogger(__name__)

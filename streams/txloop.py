@@ -24,7 +24,7 @@ from aiokafka.errors import ProducerFenced
 
 from streams import metrics
 from streams.batching import BatchSender, Sent, last_offsets
-from streams.transform import Output
+from streams.records import Output
 
 log = logging.getLogger(__name__)
 
