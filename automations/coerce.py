@@ -36,6 +36,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any, Final
 
+from automations.kinds import json_kind
 from automations.snapshot import Variable
 
 EXPECTED: Final[dict[str, str]] = {
@@ -61,7 +62,7 @@ class CoercionError(ValueError):
 
 
 class Unfit(Exception):
-    """Internal (and `process.py`'s, which calls COERCERS directly): the value does not fit;
+    """Internal (and the engine's, which calls COERCERS directly): the value does not fit;
     carries an optional value-free reason."""
 
     def __init__(self, reason: str | None = None) -> None:
@@ -70,17 +71,7 @@ class Unfit(Exception):
 
 
 def _kind(v: object) -> str:
-    if isinstance(v, bool):
-        return "got true/false"
-    if isinstance(v, int | float):
-        return "got a number"
-    if isinstance(v, str):
-        return "got a text"
-    if isinstance(v, list):
-        return "got a list"
-    if isinstance(v, dict):
-        return "got an object"
-    return f"got a {type(v).__name__}"
+    return f"got {json_kind(v)}"
 
 
 # --- text ----------------------------------------------------------------------------------

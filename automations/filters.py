@@ -56,6 +56,7 @@ from typing import Any, ClassVar, Final
 
 from automations.kinds import json_kind as _kind
 from automations.paths import MISSING, get_parts, path_problem, split_path
+from automations.problems import Problem
 
 OPERATORS: Final[tuple[str, ...]] = (
     "eq", "ne", "in", "not_in", "contains", "starts_with", "ends_with", "regex",
@@ -65,12 +66,6 @@ _NO_VALUE_OPS: Final = frozenset({"exists", "not_exists", "empty", "not_empty"})
 _CONDITION_KEYS: Final = frozenset({"field", "op", "value", "case_sensitive"})
 MAX_DEPTH: Final = 32
 MAX_REGEX_LENGTH: Final = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class FilterProblem:
-    path: str  # e.g. "filters.all[1].op"
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +81,9 @@ PASSED: Final = FilterVerdict(True)
 class FilterError(ValueError):
     """`compile_filter` got a tree that `validate_filter` rejects."""
 
-    def __init__(self, problems: list[FilterProblem]) -> None:
+    def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{p.path}: {p.reason}" for p in problems))
+        super().__init__("; ".join(f"{p.field}: {p.reason}" for p in problems))
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -104,21 +99,21 @@ def _is_number(v: object) -> bool:
         isinstance(v, float) and math.isfinite(v))
 
 
-def validate_filter(tree: Any, prefix: str = "filters") -> list[FilterProblem]:
+def validate_filter(tree: Any, prefix: str = "filters") -> list[Problem]:
     """Every problem in a filter tree, each with its path (`filters.all[1].op`) and a reason."""
-    problems: list[FilterProblem] = []
+    problems: list[Problem] = []
     if tree is None or tree == {}:
         return problems
     _validate(tree, prefix, 0, problems)
     return problems
 
 
-def _validate(node: Any, path: str, depth: int, out: list[FilterProblem]) -> None:
+def _validate(node: Any, path: str, depth: int, out: list[Problem]) -> None:
     if depth > MAX_DEPTH:
-        out.append(FilterProblem(path, f"filters nest deeper than {MAX_DEPTH} levels"))
+        out.append(Problem(path, f"filters nest deeper than {MAX_DEPTH} levels"))
         return
     if not isinstance(node, dict):
-        out.append(FilterProblem(path, "must be an object: a condition {field, op, value} or "
+        out.append(Problem(path, "must be an object: a condition {field, op, value} or "
                                        "a group {all: [...]}, {any: [...]} or {not: ...}, not "
                                        f"{_kind(node)}"))
         return
@@ -126,7 +121,7 @@ def _validate(node: Any, path: str, depth: int, out: list[FilterProblem]) -> Non
     if groups:
         if len(node) != 1:
             others = ", ".join(sorted(str(k) for k in node if k != groups[0]))
-            out.append(FilterProblem(path, f"a group has exactly one key ('all', 'any' or "
+            out.append(Problem(path, f"a group has exactly one key ('all', 'any' or "
                                            f"'not'); found also: {others}"))
             return
         key = groups[0]
@@ -135,43 +130,43 @@ def _validate(node: Any, path: str, depth: int, out: list[FilterProblem]) -> Non
             _validate(sub, f"{path}.not", depth + 1, out)
             return
         if not isinstance(sub, list):
-            out.append(FilterProblem(f"{path}.{key}", f"must be a list of conditions or "
+            out.append(Problem(f"{path}.{key}", f"must be a list of conditions or "
                                                       f"groups, not {_kind(sub)}"))
             return
         if key == "any" and not sub:
-            out.append(FilterProblem(f"{path}.any", "an empty 'any' never holds; give at least "
+            out.append(Problem(f"{path}.any", "an empty 'any' never holds; give at least "
                                                     "one condition"))
         for i, child in enumerate(sub):
             _validate(child, f"{path}.{key}[{i}]", depth + 1, out)
         return
     if "field" not in node and "op" not in node:
-        out.append(FilterProblem(path, "is neither a condition (field, op, value) nor a group "
+        out.append(Problem(path, "is neither a condition (field, op, value) nor a group "
                                        "(all, any, not)"))
         return
     _validate_condition(node, path, out)
 
 
-def _validate_condition(node: dict[str, Any], path: str, out: list[FilterProblem]) -> None:
+def _validate_condition(node: dict[str, Any], path: str, out: list[Problem]) -> None:
     for key in node:
         if key not in _CONDITION_KEYS:
-            out.append(FilterProblem(f"{path}.{key}", "unknown key in a condition; a condition "
+            out.append(Problem(f"{path}.{key}", "unknown key in a condition; a condition "
                                                       "has field, op, value and optionally "
                                                       "case_sensitive"))
     if "field" not in node:
-        out.append(FilterProblem(f"{path}.field", "is required"))
+        out.append(Problem(f"{path}.field", "is required"))
     else:
         reason = path_problem(node["field"])
         if reason:
-            out.append(FilterProblem(f"{path}.field", reason))
+            out.append(Problem(f"{path}.field", reason))
     if "case_sensitive" in node and not isinstance(node["case_sensitive"], bool):
-        out.append(FilterProblem(f"{path}.case_sensitive", "must be true or false"))
+        out.append(Problem(f"{path}.case_sensitive", "must be true or false"))
     op = node.get("op")
     if "op" not in node:
-        out.append(FilterProblem(f"{path}.op", "is required"))
+        out.append(Problem(f"{path}.op", "is required"))
         return
     if not isinstance(op, str) or op not in OPERATORS:
         shown = op if isinstance(op, str) else _kind(op)
-        out.append(FilterProblem(f"{path}.op", f"unknown operator '{shown}'; use one of "
+        out.append(Problem(f"{path}.op", f"unknown operator '{shown}'; use one of "
                                                f"{', '.join(OPERATORS)}"))
         return
     vpath = f"{path}.value"
@@ -179,14 +174,14 @@ def _validate_condition(node: dict[str, Any], path: str, out: list[FilterProblem
     value = node.get("value")
     if op in _NO_VALUE_OPS:
         if value is not None:
-            out.append(FilterProblem(vpath, f"'{op}' takes no value"))
+            out.append(Problem(vpath, f"'{op}' takes no value"))
         return
     if not has_value:
-        out.append(FilterProblem(vpath, f"is required for '{op}'"))
+        out.append(Problem(vpath, f"is required for '{op}'"))
         return
     reason = _value_problem(op, value)
     if reason:
-        out.append(FilterProblem(vpath, reason))
+        out.append(Problem(vpath, reason))
 
 
 def _value_problem(op: str, value: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""A JSON value's type in words, for error sentences shared by the filter and body checks."""
+"""A JSON value's type in words, for the error sentences of bodies, filters and coercion."""
 
 from __future__ import annotations
 

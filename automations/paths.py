@@ -6,10 +6,11 @@ addressed (`flatten` still lists them, so the dry run shows that they exist).
 
 `MISSING` (falsy, distinct from `None`) means "no such field"; JSON `null` is `None`.
 
-`take_in` keeps (include) or drops (exclude) fields. Array indexes stay stable: an element
-dropped from the middle of an array becomes `null`, so `items.2.sku` still names the same
-element afterwards; dropped trailing elements are removed. The result shares the subtrees it
-keeps whole with the input (the worker never mutates records): treat both as read-only.
+`compile_take_in(mode, paths)` gives the function that keeps (include) or drops (exclude)
+fields. Array indexes stay stable: an element dropped from the middle of an array becomes
+`null`, so `items.2.sku` still names the same element afterwards; dropped trailing elements
+are removed. The result shares the subtrees it keeps whole with the input (the worker never
+mutates records): treat both as read-only.
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ def build_trie(paths: Iterable[str]) -> Trie:
 
 
 def is_kept(mode: FieldsMode, paths: Iterable[str], field: str) -> bool:
-    """Whether `field` survives `take_in(mode, paths)` (at or under an included path; not at
-    or under an excluded one). Used to check a configuration before any data arrives."""
+    """Whether `field` survives taking in by (mode, paths) (at or under an included path; not
+    at or under an excluded one). Used to check a configuration before any data arrives."""
     parts = split_path(field)
     covered = any(parts[: len(p)] == p for p in (split_path(x) for x in paths))
     return covered if mode == "include" else not covered
@@ -150,12 +151,6 @@ def compile_take_in(mode: FieldsMode, paths: Iterable[str]) -> Callable[[dict[st
             return lambda record: record
         return lambda record: _exclude(record, trie)
     raise ValueError(f"fields mode must be 'include' or 'exclude', not {mode!r}")
-
-
-def take_in(record: dict[str, Any], mode: FieldsMode, paths: Iterable[str]) -> dict[str, Any]:
-    """Keep only `paths` (include) or drop them (exclude); a new nested dict."""
-    result: dict[str, Any] = compile_take_in(mode, paths)(record)
-    return result
 
 
 def _include(value: Any, trie: Trie) -> Any:

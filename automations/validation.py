@@ -14,7 +14,7 @@ Use from the control plane::
         variables=["city", "age"],                   # the survey's variable names
         subject="Hi {{ name }}", body="... {{ survey_link }}",   # the chosen message, or None
     )
-    # -> list[Problem(path, reason)], e.g.
+    # -> list[Problem(field, reason)], e.g.
     #    Problem("mapping[0].variable", "the survey has no variable 'cty'; ...")
     # An empty list means valid. Answer 422 with each path and reason.
 
@@ -29,17 +29,13 @@ The smaller checks (`validate_fields`, `validate_email_field`, `validate_mapping
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from automations.filters import validate_filter
 from automations.paths import is_kept, path_problem
+from automations.problems import Problem
 from automations.snapshot import FieldMapping
 from automations.templates import SURVEY_LINK, placeholders
-
-
-class Problem(NamedTuple):
-    path: str  # where in the request, e.g. "mapping[2].variable"
-    reason: str  # a sentence a person understands
 
 
 def validate_fields(mode: Any, paths: Any) -> list[Problem]:
@@ -145,7 +141,7 @@ def _conditions(node: Any, path: str) -> Iterable[tuple[str, Any]]:
 def validate_filters(filters: Any, mode: Any, paths: Any) -> list[Problem]:
     """The filter tree is valid, and reads only fields that are taken in (filters see the
     taken-in data)."""
-    problems = [Problem(p.path, p.reason) for p in validate_filter(filters, "filters")]
+    problems = validate_filter(filters, "filters")
     if problems or filters is None or not _usable(mode, paths):
         return problems
     for path, field in _conditions(filters, "filters"):

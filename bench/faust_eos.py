@@ -38,7 +38,8 @@ def run_faust_worker() -> None:
 
     from automations.config_cache import ConfigCache
     from core.settings import get_settings
-    from streams.transform import RawRecord, Transformer
+    from streams.records import RawRecord
+    from streams.transform import Transformer
 
     s = get_settings()
     topics = Topics(s.topic_prefix)

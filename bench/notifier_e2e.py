@@ -25,7 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automations.process import invitation_id  # noqa: E402
+from automations.ids import invitation_id  # noqa: E402
 from hookstream.local.kafka import free_port, named_or_scratch_broker  # noqa: E402
 
 TOKEN = "bench-admin-token"

@@ -31,7 +31,7 @@ from bench.streams_common import WorkerProcess, broker  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from streams.batching import BatchSender  # noqa: E402
 from streams.fast_avro import encode_invitation  # noqa: E402
-from streams.transform import Output  # noqa: E402
+from streams.records import Output  # noqa: E402
 
 
 def invitation(i: int, due_ms: int, now_ms: int) -> bytes:

@@ -169,7 +169,8 @@ async def baseline_child() -> None:
     """The same transform in a plain at-least-once aiokafka loop (no transactions)."""
     from automations.config_cache import ConfigCache
     from core.settings import get_settings
-    from streams.transform import RawRecord, Transformer
+    from streams.records import RawRecord
+    from streams.transform import Transformer
 
     s = get_settings()
     topics = Topics(s.topic_prefix)

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the input: which field (dotted path), why, and a machine code."""
-
-    field: str
-    reason: str
-    code: str = "invalid"
+from automations.problems import Problem  # the domain's, also raised from here
 
 
 class DomainError(Exception):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from automations.problems import Problem
 from automations.snapshot import AutomationSnapshot
 from automations.validation import validate_automation
-from control_plane.errors import Problem
 
 
 def check_snapshot(snap: AutomationSnapshot) -> list[Problem]:
     """Every problem of the automation as it would be saved; empty when it can be."""
-    return [Problem(p.path, p.reason, "invalid_setting") for p in validate_automation(
+    return [replace(p, code="invalid_setting") for p in validate_automation(
         fields_mode=snap.fields_mode, fields_paths=list(snap.fields_paths),
         filters=snap.filters, mapping=list(snap.mapping), email_field=snap.email_field,
         variables=[v.name for v in snap.variables], subject=snap.message.subject,

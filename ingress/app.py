@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 from automations.config_cache import ConfigCache
-from automations.process import BodyError, dry_run, media_type, parse_body
+from automations.bodies import BodyError, media_type, parse_body
+from automations.dry_run import dry_run
 from automations.snapshot import AutomationSnapshot
 from core.kafka.topics import Topics, ensure_topics
 from core.settings import Settings

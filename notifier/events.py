@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from automations.error_events import automation_error
+from core.times import now_ms
 from schemas import codec
-
-# error ids derived from the invitation: a re-emitted error is recorded once.
-_ERROR_NS = uuid.UUID("0f6b1d8e-3c2a-4f55-9d1e-6a7b8c9d0e1f")
 
 
 def outcome(req: dict[str, Any], status: str, *, attempts: int, reason: str | None = None,
@@ -23,11 +21,13 @@ def outcome(req: dict[str, Any], status: str, *, attempts: int, reason: str | No
 
 
 def invitation_error(req: dict[str, Any], kind: str, detail: str) -> dict[str, Any]:
-    return {"error_id": str(uuid.uuid5(_ERROR_NS, f"{req['invitation_id']}:{kind}")),
-            "automation_id": req["automation_id"], "kind": kind, "detail": detail,
-            "source": "notifier", "field": None, "event_id": req["event_id"],
-            "record_index": req["record_index"], "invitation_id": req["invitation_id"],
-            "at": datetime.now(UTC)}
+    """The AutomationError of invitation `req`; its id derives from (invitation, kind), so a
+    re-emitted error is recorded once."""
+    return automation_error(identity=(req["invitation_id"], kind),
+                            automation_id=req["automation_id"], kind=kind, detail=detail,
+                            source="notifier", at_ms=now_ms(), event_id=req["event_id"],
+                            record_index=req["record_index"],
+                            invitation_id=req["invitation_id"])
 
 
 async def publish(producer: AIOKafkaProducer, topic: str, key: str, schema: str,

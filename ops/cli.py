@@ -14,6 +14,7 @@ import typer
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
+from core.kafka.headers import DLQ_REASON, RECORD_INDEX, header, text
 from core.kafka.lag import LagReader, LagReport
 from core.kafka.topics import Topics
 from core.settings import get_settings
@@ -202,11 +203,11 @@ def dlq_replay_command(
         raise _fail(str(exc)) from exc
 
     def show(record: ConsumerRecord, headers: list[tuple[str, bytes]]) -> None:
-        reason = dict(record.headers or ()).get("dlq-reason") or b"?"
-        key = (record.key or b"").decode(errors="replace")
+        reason = text(header(record.headers, DLQ_REASON)) or "?"
+        key = text(record.key) or ""
+        index = text(header(headers, RECORD_INDEX)) or "-"
         typer.echo(f"would replay partition {record.partition} offset {record.offset} "
-                   f"automation {key} reason {reason.decode(errors='replace')} "
-                   f"record-index {dict(headers).get('record-index', b'-').decode()}")
+                   f"automation {key} reason {reason} record-index {index}")
 
     try:
         result = asyncio.run(replay(server, topics.dlq, topics.raw, selection, dry_run=dry_run,

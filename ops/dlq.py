@@ -19,12 +19,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from core.kafka.headers import (
+    DLQ_AT,
+    DLQ_REASON,
+    DLQ_RECORD_INDEX,
+    RAW_HEADERS,
+    RECORD_INDEX,
+    integer,
+    text,
+)
 from ops.reading import open_reader, read_records
 
 log = logging.getLogger(__name__)
 
-# The raw headers the ingress wrote; everything else on a DLQ record (dlq-*) stays behind.
-RAW_HEADERS = ("content-type", "received-at", "request-id", "idempotency-key")
 IN_FLIGHT = 500  # sends awaited in batches of this many, so memory stays bounded
 
 
@@ -38,9 +45,9 @@ class ReplayFilter:
     def matches(self, key: bytes | None, headers: dict[str, bytes], timestamp_ms: int) -> bool:
         if self.automation is not None and key != self.automation.encode():
             return False
-        if self.reasons and _text(headers.get("dlq-reason")) not in self.reasons:
+        if self.reasons and text(headers.get(DLQ_REASON)) not in self.reasons:
             return False
-        at = _int(headers.get("dlq-at"))
+        at = integer(headers.get(DLQ_AT))
         at = timestamp_ms if at is None else at  # the record's own time if dlq-at is missing
         if self.since_ms is not None and at < self.since_ms:
             return False
@@ -59,23 +66,13 @@ class ReplayResult:
                 "by_reason": dict(self.by_reason), "by_automation": dict(self.by_automation)}
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8", "replace")
-
-
-def _int(value: bytes | None) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except ValueError:
-        return None
-
-
 def raw_headers(dlq_headers: dict[str, bytes]) -> list[tuple[str, bytes]]:
-    """The headers a replayed record carries on `webhooks.raw` (shared contract)."""
+    """The headers a replayed record carries on `webhooks.raw` (shared contract): the ones the
+    ingress wrote; everything else on a DLQ record (dlq-*) stays behind."""
     out = [(name, dlq_headers[name]) for name in RAW_HEADERS if name in dlq_headers]
-    index = _int(dlq_headers.get("dlq-record-index"))
+    index = integer(dlq_headers.get(DLQ_RECORD_INDEX))
     if index is not None:
-        out.append(("record-index", str(index).encode()))
+        out.append((RECORD_INDEX, str(index).encode()))
     return out
 
 
@@ -108,8 +105,8 @@ async def replay(bootstrap: str, dlq_topic: str, raw_topic: str, selection: Repl
                     await asyncio.gather(*pending)  # raises if Kafka refused any: no silent loss
                     pending.clear()
             result.replayed += 1
-            result.by_reason[_text(headers.get("dlq-reason")) or "unknown"] += 1
-            result.by_automation[_text(record.key) or ""] += 1
+            result.by_reason[text(headers.get(DLQ_REASON)) or "unknown"] += 1
+            result.by_automation[text(record.key) or ""] += 1
         if pending:
             await asyncio.gather(*pending)
     finally:

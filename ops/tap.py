@@ -47,10 +47,9 @@ def _text_or_b64(data: bytes) -> tuple[str, str]:
 
 def body_value(data: bytes) -> tuple[str, str]:
     """(value, encoding) of a raw body: the text when it is UTF-8 JSON (or NDJSON), else base64."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return base64.b64encode(data).decode(), "base64"
+    text, encoding = _text_or_b64(data)
+    if encoding == "base64":
+        return text, encoding
     lines = [ln for ln in text.splitlines() if ln.strip()] or [text]
     try:
         for line in lines:

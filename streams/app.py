@@ -6,7 +6,7 @@ as a Faust service (`StreamsRuntime`), which also serves `/metrics`, `/healthz` 
 the event loop answers; a rebalance or a broker outage does not fail it) and `/readyz`
 (readiness, with named checks) on `HOOKSTREAM_WORKER_PORT` (`core.serving.ProbeServer`):
 - `webhooks.raw` -> `invitations.due` / `invitations.scheduled` / `webhooks.dlq` /
-  `automations.errors` (streams/agents.py), consumer group `<prefix>hookstream-streams.raw`;
+  `automations.errors` (streams/raw_loop.py), consumer group `<prefix>hookstream-streams.raw`;
 - `invitations.scheduled` -> `invitations.due` when due (streams/scheduler.py), consumer
   group `<prefix>hookstream-streams.scheduler`.
 The Faust app id (and its own consumer group, which only holds Faust's leader topic) is
@@ -34,7 +34,7 @@ from core.kafka.lag import LagCollector
 from core.kafka.topics import Topics, ensure_topics
 from core.serving import ProbeServer
 from core.settings import Settings, get_settings
-from streams.agents import RawProcessor
+from streams.raw_loop import RawProcessor
 from streams.scheduler import Scheduler
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from streams.transform import Output
+from streams.records import Output
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF

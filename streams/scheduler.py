@@ -27,12 +27,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import ProducerFenced, TopicAlreadyExistsError
 
+from core.kafka.headers import DUE_AT, header, integer
 from core.kafka.topics import Topics
 from core.tasks import cancel_and_wait
 from schemas import codec
 from streams import metrics
 from streams.batching import last_offsets
-from streams.transform import Output, header
+from streams.records import Output
 from streams.txloop import AfterCommit, LoopConfig, TransactionalLoop, send_in_transaction
 from streams.waiting_store import WaitingStore
 
@@ -118,7 +119,7 @@ class Scheduler:
             if parsed is not None:
                 rows.append(parsed)
         outputs = [Output(self.changelog, inv_id.encode(), value,
-                          [("due-at", str(due_at).encode())], tp.partition)
+                          [(DUE_AT, str(due_at).encode())], tp.partition)
                    for inv_id, due_at, value in rows]
 
         async def after(last: dict[TopicPartition, int]) -> None:
@@ -239,7 +240,8 @@ class Scheduler:
                 batch = (await consumer.getmany(ctp, timeout_ms=100, max_records=5000)).get(ctp)
                 if not batch:
                     continue
-                store.apply(((r.key.decode(), _int(header(r.headers, "due-at")), r.value)
+                # A tombstone carries no due-at: 0 (unused, the row is deleted).
+                store.apply(((r.key.decode(), integer(header(r.headers, DUE_AT)) or 0, r.value)
                              for r in batch if r.key is not None), batch[-1].offset + 1)
                 applied += len(batch)
             store.apply((), await consumer.position(ctp))  # skip trailing control records
@@ -253,7 +255,8 @@ def _parse_scheduled(r: ConsumerRecord) -> tuple[str, int, bytes] | None:
     if r.value is None:
         log.error("ignoring an empty record on %s at offset %d", r.topic, r.offset)
         return None
-    due_at = _int(header(r.headers, "due-at"))
+    # Without (or with an unreadable) due-at header or key, the record itself says.
+    due_at = integer(header(r.headers, DUE_AT))
     inv_id = r.key.decode() if r.key else None
     if due_at is None or inv_id is None:
         try:
@@ -266,7 +269,3 @@ def _parse_scheduled(r: ConsumerRecord) -> tuple[str, int, bytes] | None:
         due_at = int(due_ms.timestamp() * 1000) if hasattr(due_ms, "timestamp") else int(due_ms)
         inv_id = rec["invitation_id"]
     return inv_id, due_at, r.value
-
-
-def _int(raw: bytes | None) -> int:
-    return int(raw) if raw else 0

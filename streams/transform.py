@@ -1,9 +1,10 @@
 """One raw webhook record in, the records it produces out: invitations, DLQ records, errors.
 
-Pure apart from the clock: the Kafka loops (streams/agents.py, and bench/streams.py's
+Pure apart from the clock: the Kafka loops (streams/raw_loop.py, and bench/streams.py's
 baseline) feed it consumed records and send what it returns inside their transaction.
-The engine (`automations.process`) does the per-record work; this module maps its verdicts
-onto the topics and headers of the shared contract.
+The domain does the per-record work (`automations.bodies` reads the body,
+`automations.engine` judges each record); this module maps its verdicts onto the topics and
+headers of the shared contract.
 """
 
 from __future__ import annotations
@@ -11,25 +12,33 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from automations.process import (
-    Accepted,
-    BodyError,
-    FilteredOut,
-    Rejected,
-    compile_automation,
-    invitation_id,
-    parse_body,
-)
+from automations.bodies import BodyError, parse_body
+from automations.engine import Accepted, FilteredOut, Rejected, compile_automation
+from automations.error_events import automation_error
+from automations.ids import invitation_id
 from automations.snapshot import AutomationSnapshot
+from core.kafka.headers import (
+    CONTENT_TYPE,
+    DLQ_AT,
+    DLQ_DETAIL,
+    DLQ_HEADERS,
+    DLQ_REASON,
+    DLQ_RECORD_INDEX,
+    DLQ_SOURCE,
+    DUE_AT,
+    RECEIVED_AT,
+    RECORD_INDEX,
+    REQUEST_ID,
+    integer,
+    text,
+)
 from core.kafka.topics import Topics
 from schemas import codec
 from streams import metrics
@@ -38,14 +47,12 @@ from streams.fast_avro import (
     encode_invitation_fields,
     invitation_static,
 )
+from streams.records import Headers, Output, RawRecord
 
 log = logging.getLogger(__name__)
 
-Headers = Sequence[tuple[str, bytes]]
 ConfigLookup = Callable[[str], AutomationSnapshot | None]
 _SIMPLE = frozenset({str, int, float, bool, type(None)})
-_ERROR_NS = uuid.UUID("5b0f4c1e-8f7a-4d0e-9a51-3c2d6b7e9f10")
-_DLQ_HEADERS = ("dlq-reason", "dlq-detail", "dlq-record-index", "dlq-source", "dlq-at")
 # Label lookups cost microseconds a record: resolve the fixed ones once.
 _ACCEPTED = metrics.RECORDS.labels("accepted")
 _FILTERED = metrics.RECORDS.labels("filtered")
@@ -56,34 +63,6 @@ _SCHEDULED = metrics.INVITATIONS.labels("scheduled")
 @functools.lru_cache(maxsize=4096)
 def _filtered(automation_id: str) -> Any:
     return metrics.FILTERED.labels(automation_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    topic: str
-    key: bytes
-    value: bytes | None  # None: a tombstone (the scheduler's changelog)
-    headers: list[tuple[str, bytes]]
-    partition: int | None = None  # None: by key
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """What the transform needs of a consumed `webhooks.raw` record."""
-
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    partition: int
-    offset: int
-    timestamp_ms: int
-
-
-def header(headers: Headers, name: str) -> bytes | None:
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
 
 
 def plain(value: Any) -> Any:
@@ -113,10 +92,10 @@ class Transformer:
         hdr = dict(reversed(headers))  # name -> value of its first occurrence, as header()
         automation_id = rec.key.decode("utf-8", "replace") if rec.key else ""
         body = rec.value or b""
-        event_id = _text(hdr.get("request-id")) or \
+        event_id = text(hdr.get(REQUEST_ID)) or \
             f"{self.topics.raw}/{rec.partition}/{rec.offset}"
-        received_at = _int(hdr.get("received-at")) or rec.timestamp_ms
-        fixed_index = _int(hdr.get("record-index"))
+        received_at = integer(hdr.get(RECEIVED_AT)) or rec.timestamp_ms
+        fixed_index = integer(hdr.get(RECORD_INDEX))
 
         snapshot = self.config(automation_id)
         if snapshot is None:
@@ -128,7 +107,7 @@ class Transformer:
                               "The automation is disabled; enable it and replay the record from "
                               "the dead-letter topic.", None)
 
-        content_type = (_text(hdr.get("content-type")) or "application/json")
+        content_type = text(hdr.get(CONTENT_TYPE)) or "application/json"
         try:
             # Non-objects in a batch are rejected one by one below, not the whole body.
             parsed = parse_body(body, content_type, require_objects=False)
@@ -205,7 +184,7 @@ class Transformer:
         if delay > 0:
             _SCHEDULED.inc()
             return Output(self.topics.scheduled, inv_id.encode(), value,
-                          [("due-at", str(due_at).encode())])
+                          [(DUE_AT, str(due_at).encode())])
         _DUE.inc()
         return Output(self.topics.due, inv_id.encode(), value, [])
 
@@ -215,31 +194,16 @@ class Transformer:
         metrics.RECORDS.labels("failed").inc()
         metrics.DLQ.labels(reason).inc()
         now_ms = int(self.clock() * 1000)
-        dlq_headers = [(k, v) for k, v in headers if k not in _DLQ_HEADERS]
-        dlq_headers += [("dlq-reason", reason.encode()), ("dlq-detail", detail.encode()),
-                        ("dlq-source", b"streams"), ("dlq-at", str(now_ms).encode())]
+        dlq_headers = [(k, v) for k, v in headers if k not in DLQ_HEADERS]
+        dlq_headers += [(DLQ_REASON, reason.encode()), (DLQ_DETAIL, detail.encode()),
+                        (DLQ_SOURCE, b"streams"), (DLQ_AT, str(now_ms).encode())]
         if index is not None:
-            dlq_headers.append(("dlq-record-index", str(index).encode()))
-        error_id = uuid.uuid5(_ERROR_NS, f"{automation_id}\x00{event_id}\x00{index}\x00{reason}")
-        error = codec.encode("AutomationError", {
-            "error_id": str(error_id), "automation_id": automation_id, "kind": reason,
-            "detail": detail, "source": "streams", "field": field, "event_id": event_id,
-            "record_index": index, "invitation_id": None, "at": now_ms,
-        })
+            dlq_headers.append((DLQ_RECORD_INDEX, str(index).encode()))
+        error = codec.encode("AutomationError", automation_error(
+            identity=(automation_id, event_id, index, reason), automation_id=automation_id,
+            kind=reason, detail=detail, source="streams", at_ms=now_ms, field=field,
+            event_id=event_id, record_index=index))
         key = automation_id.encode()
         return [Output(self.topics.dlq, key, value, dlq_headers),
                 Output(self.topics.errors, key, error, [])]
 
-
-def _text(raw: bytes | None) -> str | None:
-    return raw.decode("utf-8", "replace") if raw else None
-
-
-def _int(raw: bytes | None) -> int | None:
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        log.warning("ignoring a non-integer header value %r", raw[:32])
-        return None

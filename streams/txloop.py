@@ -9,6 +9,10 @@ One transactional producer per input partition, with a `transactional.id` derive
 (group, topic, partition): whichever worker owns the partition after a crash or rebalance
 initialises the same id, which fences the zombie and aborts its open transaction. The
 consumer seeks to the committed offset only after that fence, so it never reads a stale one.
+
+Generic plumbing: it knows `streams.records.Output`, not what a handler does with a batch.
+It runs inside the Faust worker's service tree, but Faust's own exactly-once processing is
+not used (see streams/__init__.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from aiokafka.errors import ProducerFenced
 
 from streams import metrics
 from streams.batching import BatchSender, Sent, last_offsets
-from streams.transform import Output
+from streams.records import Output
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Kafka record header names, in one place (as `Topics` is for topic names).
 
-The ingress writes the first four on every `webhooks.raw` record; the dead-letter headers
-travel with a record moved to `webhooks.dlq`; `due-at` rides on the delay topic.
+The ingress writes the first four on every `webhooks.raw` record (`RAW_HEADERS`); a replay
+from the dead-letter topic adds `record-index`; the dead-letter headers travel with a record
+moved to `webhooks.dlq`; `due-at` rides on the delay topic and the scheduler's changelog.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ CONTENT_TYPE: Final = "content-type"
 RECEIVED_AT: Final = "received-at"  # milliseconds since the epoch, as ASCII digits
 REQUEST_ID: Final = "request-id"  # the event id the ingress answered with
 IDEMPOTENCY_KEY: Final = "idempotency-key"
+RECORD_INDEX: Final = "record-index"  # a replayed record: the body is that one record
 DUE_AT: Final = "due-at"  # milliseconds since the epoch: when a scheduled invitation is due
 
 DLQ_REASON: Final = "dlq-reason"  # machine-readable reason (an AutomationError kind)
@@ -38,8 +40,9 @@ def text(raw: bytes | None) -> str | None:
 
 
 def integer(raw: bytes | None) -> int | None:
-    """A header's value as an integer (ASCII digits); None when absent or not a number."""
-    if raw is None:
+    """A header's value as an integer (ASCII digits); None when absent, empty or not a
+    number: a header we cannot read counts as missing, and each caller has its fallback."""
+    if not raw:
         return None
     try:
         return int(raw)

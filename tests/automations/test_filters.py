@@ -264,7 +264,7 @@ def test_verdict_missing_field_any_and_not() -> None:
 ])
 def test_validate_filter_problems(tree: Any, path: str, fragment: str) -> None:
     problems = validate_filter(tree)
-    assert any(p.path == path and fragment in p.reason for p in problems), problems
+    assert any(p.field == path and fragment in p.reason for p in problems), problems
     with pytest.raises(FilterError):
         compile_filter(tree)
 
@@ -290,7 +290,7 @@ def test_validate_filter_depth_is_bounded() -> None:
 
 
 def test_validate_filter_custom_prefix() -> None:
-    assert validate_filter({"field": "a", "op": "x"}, prefix="f")[0].path == "f.op"
+    assert validate_filter({"field": "a", "op": "x"}, prefix="f")[0].field == "f.op"
 
 
 def test_regex_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from automations.problems import Problem
 from automations.snapshot import FieldMapping
-from automations.validation import Problem, validate_automation
+from automations.validation import validate_automation
 
 VALID: dict[str, Any] = {
     "fields_mode": "include",
@@ -66,7 +67,7 @@ def test_valid_settings_have_no_problems() -> None:
 def test_each_problem_names_the_field_and_the_reason(changes: dict[str, Any], path: str,
                                                      fragment: str) -> None:
     found = problems(**changes)
-    assert any(p.path == path and fragment in p.reason for p in found), found
+    assert any(p.field == path and fragment in p.reason for p in found), found
 
 
 def test_skipped_fields_need_not_be_taken_in() -> None:
@@ -75,10 +76,11 @@ def test_skipped_fields_need_not_be_taken_in() -> None:
 
 def test_message_path_can_be_changed() -> None:
     found = problems(subject="{{ x }}", message_path="message.subject")
-    assert [p.path for p in found] == ["message.subject"]
+    assert [p.field for p in found] == ["message.subject"]
 
 
-def test_problems_are_tuples_for_easy_use() -> None:
+def test_problems_are_the_shared_problem_type() -> None:
+    # The control plane answers 422 with these as they are (code "invalid" until it says).
     (p,) = problems(email_field="nope")
-    path, reason = p
-    assert path == "email_field" and "'nope'" in reason
+    assert p == Problem("email_field", p.reason) and "'nope'" in p.reason
+    assert p.code == "invalid"

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -15,6 +16,7 @@ from core.kafka.topics import Topics
 from schemas import codec
 
 N = 200
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_faust_app_json_to_avro(kafka_bootstrap: str, topics: Topics, tmp_path) -> None:
@@ -29,7 +31,10 @@ async def test_faust_app_json_to_avro(kafka_bootstrap: str, topics: Topics, tmp_
     finally:
         await producer.stop()
 
-    env = {**os.environ, "HOOKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    # The worker runs in tmp_path (Faust writes its data directory there): the repository
+    # must be on its path for `tests.support` to import.
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "HOOKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap, "PYTHONPATH": path}
     worker = subprocess.Popen([sys.executable, "-m", "tests.support.faust_smoke", source, sink],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)

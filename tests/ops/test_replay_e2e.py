@@ -25,7 +25,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from typer.testing import CliRunner
 
-from automations.process import invitation_id
+from automations.ids import invitation_id
 from automations.snapshot import AutomationSnapshot, FieldMapping, MessageTemplate, Variable
 from core.kafka.lag import read_lag
 from core.kafka.topics import Topics

@@ -9,7 +9,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from automations.process import invitation_id
+from automations.ids import invitation_id
 from core.kafka.topics import Topics
 from tests.streams.conftest import (
     decode_invitations,

@@ -7,7 +7,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from automations.process import invitation_id
+from automations.ids import invitation_id
 from core.kafka.topics import Topics
 from schemas import codec
 from tests.streams.conftest import (

@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import orjson
 
-from automations.process import invitation_id
+from automations.ids import invitation_id
 from core.kafka.topics import Topics
 from schemas import codec
-from streams.transform import RawRecord, Transformer
+from streams.records import RawRecord
+from streams.transform import Transformer
 from tests.streams.conftest import make_snapshot, raw_headers
 
 TOPICS = Topics("u.")
@@ -73,3 +74,18 @@ def test_batch_failures_carry_the_record_alone_and_the_rest_goes_on() -> None:
     assert [o.topic for o in outs] == [TOPICS.due, TOPICS.dlq, TOPICS.errors, TOPICS.due]
     assert orjson.loads(outs[1].value) == {"email": "bad"}
     assert dict(outs[1].headers)["dlq-record-index"] == b"1"
+
+
+def test_error_ids_are_stable_so_reprocessing_records_each_failure_once() -> None:
+    # Pinned: the ids the worker has always given (a changed id would store a failure twice
+    # when a record is reprocessed after an upgrade).
+    t = transformer(a1=make_snapshot("a1"))
+    _dlq, err = t.transform(raw({"name": "no mail"}, record_index=2))
+    assert codec.decode_as("AutomationError", err.value)["error_id"] == \
+        "78ce8b3d-446f-53aa-adea-c5bd7e317ff9"
+    _dlq, err = t.transform(raw({"email": "a@example.com"}, automation="nope"))
+    error = codec.decode_as("AutomationError", err.value)
+    assert error["error_id"] == "2db58001-9062-5512-85b6-6619b717affa"
+    assert error["record_index"] is None and error["source"] == "streams"
+    _dlq, again = t.transform(raw({"email": "a@example.com"}, automation="nope"))
+    assert codec.decode_as("AutomationError", again.value)["error_id"] == error["error_id"]

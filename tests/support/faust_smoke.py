@@ -13,7 +13,7 @@ import time
 import faust
 import orjson
 
-from automations.process import invitation_id
+from automations.ids import invitation_id
 from core.settings import get_settings
 from schemas import codec
 

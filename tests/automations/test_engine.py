@@ -1,28 +1,16 @@
-"""Bodies, invitation ids, and what an automation does with a record (process, dry run)."""
+"""What an automation does with a record: the engine (`process`) and the dry run."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from automations.process import (
-    INVITATION_NAMESPACE,
-    Accepted,
-    BodyError,
-    FilteredOut,
-    Rejected,
-    compile_automation,
-    dry_run,
-    invitation_id,
-    parse_body,
-)
+from automations.dry_run import dry_run
+from automations.engine import Accepted, FilteredOut, Rejected, compile_automation
 from automations.snapshot import (
     ApiKeyHash,
     AutomationSnapshot,
@@ -58,87 +46,6 @@ GOOD: dict[str, Any] = {
     "age": "42", "born": "05-03-1980", "member": "ja",
     "items": [{"size": "m"}], "internal_id": 77, "secret": "s3cr3t",
 }
-
-
-# --- parse_body ----------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("body", "content_type", "expected"), [
-    (b'{"a": 1}', "application/json", [{"a": 1}]),
-    (b'{"a": 1}', None, [{"a": 1}]),
-    (b'{"a": 1}', "application/json; charset=utf-8", [{"a": 1}]),
-    (b'{"a": 1}', "Application/JSON;charset=\"UTF-8\"", [{"a": 1}]),
-    (b'{"a": 1}', "application/vnd.example+json", [{"a": 1}]),
-    (b'[{"a": 1}, {"a": 2}]', "application/json", [{"a": 1}, {"a": 2}]),
-    (b'\xef\xbb\xbf{"a": 1}', "application/json", [{"a": 1}]),
-    (b'{"a": 1}\n\n{"a": 2}\r\n  \n', "application/x-ndjson", [{"a": 1}, {"a": 2}]),
-    (b'{"a": 1}', "application/ndjson", [{"a": 1}]),
-    ('{"stad": "Zoë"}'.encode(), "application/json", [{"stad": "Zoë"}]),
-])
-def test_parse_body(body: bytes, content_type: str | None, expected: list[Any]) -> None:
-    assert parse_body(body, content_type) == expected
-
-
-@pytest.mark.parametrize(("body", "content_type", "code", "fragment"), [
-    (b"", "application/json", "empty", "empty"),
-    (b"  \n ", "application/json", "empty", "empty"),
-    (b"[]", "application/json", "empty", "no records"),
-    (b"\n\n", "application/x-ndjson", "empty", "empty"),
-    (b'{"a": 1,}', "application/json", "bad_json", "line 1, column 8"),
-    (b'{\n  "a": x\n}', "application/json", "bad_json", "line 2, column 8"),
-    (b'{"a": 1}\n{"a": \n', "application/x-ndjson", "bad_json", "line 2"),
-    (b'\xff\xfe{}', "application/json", "bad_json", "UTF-8"),
-    (b'[{"a": 1}, 2]', "application/json", "not_object", "record 1 (item 1) is a number"),
-    (b'"hello"', "application/json", "not_object", "the body is a text"),
-    (b"null", "application/json", "not_object", "null"),
-    (b'{"a": 1}\n\n[1]', "application/x-ndjson", "not_object", "record 1 (line 3) is an array"),
-    (b'{"a": 1}', "text/plain", "unsupported_media_type", "application/json"),
-    (b"a=1", "application/x-www-form-urlencoded", "unsupported_media_type", "not supported"),
-    (b'{"a": 1}', "application/json; charset=latin-1", "unsupported_media_type", "UTF-8"),
-])
-def test_parse_body_errors(body: bytes, content_type: str | None, code: str,
-                           fragment: str) -> None:
-    with pytest.raises(BodyError) as info:
-        parse_body(body, content_type)
-    assert info.value.code == code
-    assert fragment in info.value.detail
-
-
-def test_parse_body_lenient_keeps_non_objects_for_per_record_rejection() -> None:
-    assert parse_body(b'[{"a": 1}, 2]', "application/json", require_objects=False) == [
-        {"a": 1}, 2]
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.dictionaries(st.text(max_size=5),
-                                st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
-                                | st.text(max_size=5), max_size=4), min_size=1, max_size=5))
-def test_parse_body_round_trips_json_and_ndjson(records: list[dict[str, Any]]) -> None:
-    assert parse_body(json.dumps(records).encode(), "application/json") == records
-    ndjson = "\n".join(json.dumps(r) for r in records).encode()
-    assert parse_body(ndjson, "application/x-ndjson") == records
-
-
-# --- invitation ids ------------------------------------------------------------------------
-
-def test_invitation_id_is_deterministic_uuid5() -> None:
-    a = invitation_id("auto-1", "evt-1", 0)
-    assert a == invitation_id("auto-1", "evt-1", 0)
-    assert uuid.UUID(a).version == 5
-    assert len({a, invitation_id("auto-1", "evt-1", 1), invitation_id("auto-1", "evt-2", 0),
-                invitation_id("auto-2", "evt-1", 0)}) == 4
-
-
-def test_invitation_id_is_stable_across_releases() -> None:
-    # Pinned: changing the namespace or the name format would mail invitations twice.
-    assert invitation_id("auto-1", "evt-1", 0) == "f36dab26-5227-59af-ae09-44894ce8fdab"
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=60), st.text(max_size=60), st.integers(0, 2**40))
-def test_invitation_id_equals_uuid5(automation_id: str, event_id: str, index: int) -> None:
-    # invitation_id hashes with SHA-1 directly (faster); it must stay uuid.uuid5 exactly.
-    expected = uuid.uuid5(INVITATION_NAMESPACE, f"{automation_id}:{event_id}:{index}")
-    assert invitation_id(automation_id, event_id, index) == str(expected)
 
 
 # --- process -------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""The raw-webhook processor: `webhooks.raw` -> invitations, DLQ records and errors.
+"""The raw loop: `webhooks.raw` -> invitations, DLQ records and errors, exactly once.
 
-It runs as a transactional consume-transform-produce loop (streams/txloop.py) inside the
-Faust worker (streams/app.py starts it as a service): every output of a batch and the batch's
-offsets commit in one Kafka transaction, so a crash never yields a duplicate invitation for
-read_committed readers (tests/streams/test_exactly_once.py kills the worker mid-stream).
-Faust's own `processing_guarantee="exactly_once"` was tried with the same kill scenario
+Not a Faust agent: an aiokafka transactional consume-transform-produce loop
+(streams/txloop.py) that the Faust worker hosts (streams/app.py starts it in its service
+tree). Every output of a batch and the batch's offsets commit in one Kafka transaction, so a
+crash never yields a duplicate invitation for read_committed readers
+(tests/streams/test_exactly_once.py kills the worker mid-stream). Faust's own
+`processing_guarantee="exactly_once"` was tried with the same kill scenario
 (bench/faust_eos.py): about 1,000 duplicate invitations out of 5,000 per kill, as a
 read_committed reader sees them (faust-streaming/faust issue 517), so it is not used.
 """
@@ -18,9 +19,11 @@ import time
 from aiokafka import ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
+from core.kafka.headers import RECEIVED_AT, header, integer
 from core.kafka.topics import Topics
 from core.tasks import cancel_and_wait
-from streams.transform import Output, RawRecord, Transformer, header
+from streams.records import Output, RawRecord
+from streams.transform import Transformer
 from streams.txloop import AfterCommit, LoopConfig, TransactionalLoop
 
 log = logging.getLogger(__name__)
@@ -79,8 +82,7 @@ class RawProcessor:
         """Give a fresh record's automation a moment to appear in the config cache."""
         assert r.key is not None
         automation_id = r.key.decode("utf-8", "replace")
-        raw = header(r.headers, "received-at")
-        received_s = (int(raw) if raw and raw.isdigit() else r.timestamp) / 1000.0
+        received_s = (integer(header(r.headers, RECEIVED_AT)) or r.timestamp) / 1000.0
         deadline = received_s + CONFIG_GRACE_S
         while self.config.get(automation_id) is None:
             remaining = deadline - time.time()

@@ -1,0 +1,34 @@
+"""The records the worker passes around: what it consumed (`RawRecord`) and what it will
+produce (`Output`). The Kafka plumbing (txloop, batching, scheduler) and the transform both
+use these, and neither needs the other to name them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce, inside the caller's transaction."""
+
+    topic: str
+    key: bytes
+    value: bytes | None  # None: a tombstone (the scheduler's changelog)
+    headers: list[tuple[str, bytes]]
+    partition: int | None = None  # None: by key
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """What the transform needs of a consumed `webhooks.raw` record."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    partition: int
+    offset: int
+    timestamp_ms: int
