@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from automations.config_cache import ConfigCache
 from automations.bodies import BodyError, media_type, parse_body
+from automations.config_cache import ConfigCache
 from automations.dry_run import dry_run
 from automations.snapshot import AutomationSnapshot
 from core.kafka.topics import Topics, ensure_topics
