@@ -19,7 +19,6 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.orm import Session as DbSession
 
-from automations.coerce import CoercionError, coerce
 from automations.paths import flatten
 from automations.snapshot import Variable
 from automations.templates import SURVEY_LINK, placeholders, render
@@ -48,6 +47,8 @@ T = TypeVar("T")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.filters["ms_time"] = lambda ms: datetime.fromtimestamp(
     ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+TEMPLATES.env.filters["when"] = lambda dt: (
+    dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if isinstance(dt, datetime) else dt or "")
 VARIABLE_TYPES = ("text", "number", "date", "boolean", "email", "choice")
 SAMPLE_VALUES: dict[str, Any] = {"text": "Ada", "number": 42, "date": "2024-03-05",
                                  "boolean": True, "email": "ada@example.com"}
@@ -789,11 +790,3 @@ def _put(body: dict[str, Any], path: str, value: Any) -> None:
 
 def _changes(result: tuple[Any, Changes]) -> tuple[None, Changes]:
     return None, result[1]
-
-
-def fits(value: Any, var: Variable) -> bool:
-    try:
-        coerce(value, var)
-        return True
-    except (CoercionError, ValueError, TypeError):
-        return False
