@@ -59,10 +59,20 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
 def sign_in(page: Any, stack: Stack, token: str | None = None) -> None:
     page.goto(f"{stack.admin}/console/")
     page.get_by_label("Admin token").fill(token or stack.token)
-    page.get_by_role("button", name="Sign in").click()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")  # the keyboard alone signs in
+
+
+UNLABELLED_JS = """() => Array.from(document.querySelectorAll('input, select, textarea'))
+  .filter(el => el.type !== 'hidden' && !el.closest('[aria-hidden=true]'))
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+  .map(el => el.name || el.id)"""
+OVERFLOW_JS = "() => document.documentElement.scrollWidth - window.innerWidth"
 
 
 def shot(page: Any, folder: Path, name: str) -> None:
+    """A full-page screenshot; every input on the page must have a label."""
+    assert page.evaluate(UNLABELLED_JS) == [], f"inputs without a label on {name}"
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
@@ -227,7 +237,11 @@ def test_wizard_end_to_end(page: Any, stack: Stack, seeded: dict[str, Any],
     wait_for(counted, what="accepted/filtered/failed/invited/mailed = 1/0/0/1/1")
     shot(page, screenshots, "11-list")
     page.set_viewport_size({"width": 390, "height": 844})  # a phone's width
+    assert page.evaluate(OVERFLOW_JS) <= 0, "the page scrolls sideways on a phone"
     shot(page, screenshots, "11-list-phone")
+    page.goto(f"{stack.admin}/console/automations/{automation_id}")
+    assert page.evaluate(OVERFLOW_JS) <= 0, "the page scrolls sideways on a phone"
+    shot(page, screenshots, "9-automation-phone")
 
 
 def test_failing_filter_shows_its_verdict_in_the_test_step(page: Any, stack: Stack,
