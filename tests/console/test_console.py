@@ -311,3 +311,30 @@ def test_a_form_without_the_csrf_token_is_refused(page: Any, stack: Stack,
     page.goto(f"{stack.admin}/console/automations/{automation_id}")
     page.get_by_role("button", name="Disable").click()
     page.get_by_text("Disabled.").wait_for()
+
+
+def test_editing_runs_the_same_wizard_and_saves_only_at_finish(page: Any, stack: Stack,
+                                                               seeded: dict[str, Any]) -> None:
+    automation_id = _automation(stack, seeded, "Support tickets")
+    sign_in(page, stack)
+    page.goto(f"{stack.admin}/console/automations/{automation_id}")
+    page.get_by_role("button", name="Edit settings").click()
+    assert page.get_by_label("Customer satisfaction", exact=True).is_checked()
+    for _ in range(5):  # survey, incoming data, filters, connection test, mapping
+        next_step(page)
+    page.get_by_role("heading", name=re.compile("Name, message and delay")).wait_for()
+    assert page.get_by_label("Name", exact=True).input_value() == "Support tickets"
+    page.get_by_label("Name", exact=True).fill("Support tickets (NL)")
+    page.get_by_label("Delay the invitations").check()
+    page.get_by_label("Number of days").fill("3")
+    next_step(page)
+    with stack.api() as api:  # nothing saved before Finish
+        assert api.get(f"/v1/automations/{automation_id}").json()["name"] == "Support tickets"
+    next_step(page)
+    next_step(page)  # Finish
+    page.get_by_role("heading", name="Support tickets (NL)").wait_for()
+    with stack.api() as api:
+        saved = api.get(f"/v1/automations/{automation_id}").json()
+    assert (saved["name"], saved["delay_days"], saved["enabled"]) == (
+        "Support tickets (NL)", 3, True)
+    assert saved["mapping"] == [{"field": "first_name", "variable": "first_name"}]
