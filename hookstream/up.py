@@ -140,6 +140,7 @@ hookstream is running.
   webhook URL : {url}
   API key     : {key}   (shown once; stored hashed)
   admin API   : {s.admin_url}  (Bearer $HOOKSTREAM_ADMIN_TOKEN)
+  console     : {s.admin_url}/console  (sign in with $HOOKSTREAM_ADMIN_TOKEN)
   mail sink   : {s.var_dir / "mail"}/*.eml
   logs        : {s.var_dir / "logs"}/
 

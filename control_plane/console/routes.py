@@ -594,7 +594,7 @@ def router(cp: Any, activity: Activity) -> APIRouter:
             errors = await _check(state, step)
         if errors:
             return await wizard_page(request, session, state, step, status=422, errors=errors)
-        if action == "finish" or step == STEP_NAMES[-1]:
+        if step == STEP_NAMES[-1]:  # Finish: only from the last step, after its checks
             errors = await _finish(state)
             if errors:
                 return await wizard_page(request, session, state, step, status=422,

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export HOOKSTREAM_SCREENSHOTS_DIR="${HOOKSTREAM_SCREENSHOTS_DIR:-$PWD/var/console-screenshots}"
 bash tests/support/ensure_chromium.sh
-.venv/bin/pip install -q playwright >/dev/null  # in the `test` extra; here for a bare venv
+.venv/bin/python -c "import playwright" 2>/dev/null || {
+  echo "playwright is missing from .venv: run make install (it is in the test extra)" >&2; exit 1; }
 .venv/bin/pytest -q -p no:cacheprovider tests/console
 echo "screenshots: $HOOKSTREAM_SCREENSHOTS_DIR"
 ls "$HOOKSTREAM_SCREENSHOTS_DIR"
