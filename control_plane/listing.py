@@ -127,6 +127,7 @@ def errors(s: Session, automation_id: str, *, limit: int = DEFAULT_LIMIT,
            cursor: str | None = None, kind: str | None = None) -> Page[Any]:
     """An automation's errors, newest first."""
     get_automation(s, automation_id)
+    key = decode_cursor(cursor, (datetime, str))
     if not _has(s, AUTOMATION_ERRORS.name):
         return Page([], None)
     e = AUTOMATION_ERRORS.c
@@ -134,7 +135,6 @@ def errors(s: Session, automation_id: str, *, limit: int = DEFAULT_LIMIT,
         .order_by(e.at.desc(), e.id.desc())
     if kind:
         q = q.where(e.kind == kind)
-    key = decode_cursor(cursor, (datetime, str))
     if key is not None:
         q = q.where(or_(e.at < key[0], and_(e.at == key[0], e.id < key[1])))
     return _page(list(s.execute(q.limit(limit + 1)).all()), limit, lambda r: (r.at, r.id))
@@ -164,6 +164,7 @@ def normalize_email(email: str) -> str:
 
 def respondents(s: Session, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None,
                 survey_id: str | None = None, email: str | None = None) -> Page[Any]:
+    key = decode_cursor(cursor, (int,))
     if not _has(s, RESPONDENTS.name):
         return Page([], None)
     r = RESPONDENTS.c
@@ -172,7 +173,6 @@ def respondents(s: Session, *, limit: int = DEFAULT_LIMIT, cursor: str | None = 
         q = q.where(r.survey_id == survey_id)
     if email:
         q = q.where(r.email == normalize_email(email))
-    key = decode_cursor(cursor, (int,))
     if key is not None:
         q = q.where(r.id > key[0])
     return _page(list(s.execute(q.limit(limit + 1)).all()), limit, lambda x: (x.id,))
@@ -182,6 +182,7 @@ def invitations(s: Session, *, limit: int = DEFAULT_LIMIT, cursor: str | None = 
                 automation_id: str | None = None, survey_id: str | None = None,
                 email: str | None = None, status: str | None = None) -> Page[Any]:
     """Invitations the notifier has taken on (due ones), newest first, with the e-mail."""
+    key = decode_cursor(cursor, (datetime, str))
     if not (_has(s, INVITATIONS.name) and _has(s, RESPONDENTS.name)):
         return Page([], None)
     i, r = INVITATIONS.c, RESPONDENTS.c
@@ -196,7 +197,6 @@ def invitations(s: Session, *, limit: int = DEFAULT_LIMIT, cursor: str | None = 
         q = q.where(r.email == normalize_email(email))
     if status is not None:
         q = q.where(i.status == status)
-    key = decode_cursor(cursor, (datetime, str))
     if key is not None:
         q = q.where(or_(i.created_at < key[0], and_(i.created_at == key[0], i.id < key[1])))
     return _page(list(s.execute(q.limit(limit + 1)).all()), limit,

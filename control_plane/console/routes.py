@@ -307,9 +307,10 @@ def router(cp: Any, activity: Activity) -> APIRouter:
             pg = listing.surveys(s, limit=25, cursor=cursor or None)
             return {"surveys": [views.survey_out(x) for x in pg.items],
                     "next_cursor": pg.next_cursor}
-        data = await cp.read(work)
+        data, problems = await attempt(lambda: cp.read(work))
+        extra["errors"] = [*extra.get("errors", []), *problems]
         return page(request, "surveys.html", session, status, types=VARIABLE_TYPES,
-                    **data, **extra)
+                    **(data or {"surveys": [], "next_cursor": None}), **extra)
 
     @r.get("/surveys")
     async def surveys(request: Request, cursor: str = "") -> Response:
@@ -364,8 +365,10 @@ def router(cp: Any, activity: Activity) -> APIRouter:
             pg = listing.messages(s, limit=25, cursor=cursor or None)
             return {"messages": [views.message_out(x) for x in pg.items],
                     "next_cursor": pg.next_cursor}
-        data = await cp.read(work)
-        return page(request, "messages.html", session, status, **data, **extra)
+        data, problems = await attempt(lambda: cp.read(work))
+        extra["errors"] = [*extra.get("errors", []), *problems]
+        return page(request, "messages.html", session, status,
+                    **(data or {"messages": [], "next_cursor": None}), **extra)
 
     @r.get("/messages")
     async def messages(request: Request, cursor: str = "") -> Response:
@@ -423,7 +426,7 @@ def router(cp: Any, activity: Activity) -> APIRouter:
                 values[name] = f"[{name}]"
         problems = [p.reason for p in _validate_message(
             msg.subject, msg.body, types)] if survey else []
-        return page(request, "message.html", session, surveys=data["surveys"],
+        return page(request, "message.html", session,
                     survey=survey, values=values, problems=problems,
                     preview_subject=render(msg.subject, values),
                     preview_body=render(msg.body, values), **data)
