@@ -9,7 +9,7 @@ LOCK := $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-ha
         --custom-compile-command "make lock" $(LOCK_FLAGS)
 
 .PHONY: install lock run test lint settings-doc kafka-start kafka-stop bench-ingress \
-        bench-streams bench-scheduler bench-notifier clean
+        bench-streams bench-scheduler bench-notifier console-screenshots clean
 
 # The locked versions (runtime and test, with hashes), then the project itself without
 # dependencies: what pyproject.toml declares is only the lower bound.
@@ -45,8 +45,16 @@ settings-doc: install
 
 # Tests start what they need themselves: the local Kafka broker (unless
 # HOOKSTREAM_KAFKA_BOOTSTRAP names one) and PostgreSQL (unless HOOKSTREAM_TEST_POSTGRES_URL does).
+# The console's browser tests drive Debian's Chromium, installed here when missing.
 test: install lint
+	bash tests/support/ensure_chromium.sh
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# Screenshots of every wizard step and console page, under var/console-screenshots/
+# (HOOKSTREAM_SCREENSHOTS_DIR to choose), from a browser walking the console.
+console-screenshots: install
+	bash tests/support/ensure_chromium.sh
+	bash tests/support/console_screenshots.sh
 
 kafka-start: install
 	$(BIN)/hookstream kafka start

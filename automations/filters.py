@@ -63,6 +63,7 @@ OPERATORS: Final[tuple[str, ...]] = (
     "gt", "gte", "lt", "lte", "exists", "not_exists", "empty", "not_empty",
 )
 _NO_VALUE_OPS: Final = frozenset({"exists", "not_exists", "empty", "not_empty"})
+_TYPED_OPS: Final = frozenset({"eq", "ne", "gt", "gte", "lt", "lte"})
 _CONDITION_KEYS: Final = frozenset({"field", "op", "value", "case_sensitive"})
 MAX_DEPTH: Final = 32
 MAX_REGEX_LENGTH: Final = 1000
@@ -455,13 +456,16 @@ class _Node:
 
 
 class _Condition(_Node):
-    __slots__ = ("field", "parts", "op", "value_test")
+    __slots__ = ("field", "parts", "op", "value_test", "_operand")
 
     def __init__(self, node: dict[str, Any]) -> None:
         self.field: str = node["field"]
         self.parts = split_path(self.field)
         self.op: str = node["op"]
         self.value_test = _make_test(self.op, node.get("value"), bool(node.get("case_sensitive")))
+        # For telling a value of the wrong type apart from one that merely does not hold.
+        self._operand = (_Operand(node.get("value"), bool(node.get("case_sensitive")))
+                         if self.op in _TYPED_OPS else None)
         vt, parts = self.value_test, self.parts
         self.test = lambda record: vt(get_parts(record, parts))
         self.describe = (f"{self.field} {self.op}" if self.op in _NO_VALUE_OPS
@@ -479,16 +483,37 @@ class _Condition(_Node):
     def why(self, record: Any, with_values: bool) -> str:
         """Why the condition does not hold."""
         note = self.value_note(record, with_values)
-        if note:
-            return note
         v = get_parts(record, self.parts)
+        if note:
+            expected = self.expected_type(v)
+            return f"{note}, of the wrong type (not {expected})" if expected else note
         if self.op == "not_exists":
             return "the field is present"
         if self.op == "not_empty":
             return "the value is empty"
         if self.op == "empty":
             return "the value is not empty"
+        expected = self.expected_type(v)
+        if expected:
+            return f"wrong type: the value is {_kind(v)}, not {expected}"
         return f"the value ({_kind(v)}) does not meet it"
+
+    def expected_type(self, v: Any) -> str | None:
+        """What the condition compares with, when the field's value cannot be compared with it
+        at all (a text where a number was compared); None when the types fit."""
+        o = self._operand
+        if o is None or v is MISSING or v is None or o.raw is None:
+            return None
+        if o.boolean is not None:
+            ok = type(v) is bool or (type(v) is str and v.strip().lower() in _BOOL_TEXT)
+            return None if ok else "true/false"
+        if self.op in ("eq", "ne"):
+            return "a number" if o.is_real_number and as_number(v) is None else None
+        if _order(v, o, fold) is not None:
+            return None
+        if o.number is not None:
+            return "a number"
+        return "a date" if o.temporal is not None else "a text"
 
     def explain(self, record: Any, with_values: bool) -> str:
         return f"{self.describe}: {self.why(record, with_values)}"

@@ -30,7 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
 from control_plane import api_models as m
-from control_plane import service, views
+from control_plane import api_reads, console, listing, service, views
+from control_plane.activity import Activity
 from control_plane.errors import DomainError, Problem, summarize
 from control_plane.migrations import migrate
 from control_plane.publisher import ConfigPublisher
@@ -195,14 +196,17 @@ async def _retry_loop(cp: AdminBackend, interval: float = 2.0) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     cp = AdminBackend(settings)
+    activity = Activity(settings.kafka_bootstrap, cp.topics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await cp.start()
         retry = asyncio.create_task(_retry_loop(cp), name="config-republish")
+        await activity.start()
         try:
             yield
         finally:
+            await activity.stop()
             retry.cancel()
             with suppress(asyncio.CancelledError):
                 await retry
@@ -216,7 +220,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_handlers(app)
     _install_metrics(app)
     app.router.routes.extend(_probes(cp))
-    app.include_router(_v1(cp))
+    app.include_router(_v1(cp, activity))
+    console.mount(app, cp, activity)
     return app
 
 
@@ -271,7 +276,7 @@ def _probes(cp: AdminBackend) -> list[BaseRoute]:
     return probe_routes(ready, extra=lambda: {"pending_publishes": len(cp.publisher.pending)})
 
 
-def _v1(cp: AdminBackend) -> APIRouter:
+def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:
     bearer = HTTPBearer(auto_error=False, scheme_name="adminToken",
                         description="HOOKSTREAM_ADMIN_TOKEN")
     expected = cp.settings.admin_token.get_secret_value().encode()
@@ -295,9 +300,15 @@ def _v1(cp: AdminBackend) -> APIRouter:
             lambda s: (views.survey_out(service.create_survey(s, data, now())), Changes()))
 
     @router.get("/surveys", response_model=m.SurveyList, tags=["surveys"])
-    async def list_surveys() -> m.SurveyList:
-        return await cp.read(lambda s: m.SurveyList(
-            items=[views.survey_out(x) for x in service.list_surveys(s)]))
+    async def list_surveys(limit: int = api_reads.Limit, cursor: str | None = api_reads.Cursor,
+                           name: str | None = Query(default=None, max_length=200,
+                                                    description="Name contains (any case)"),
+                           ) -> m.SurveyList:
+        def work(s: Session) -> m.SurveyList:
+            page = listing.surveys(s, limit=limit, cursor=cursor, name=name)
+            return m.SurveyList(items=[views.survey_out(x) for x in page.items],
+                                next_cursor=page.next_cursor)
+        return await cp.read(work)
 
     @router.get("/surveys/{survey_id}", response_model=m.SurveyOut, tags=["surveys"],
                 responses=NOT_FOUND)
@@ -353,9 +364,15 @@ def _v1(cp: AdminBackend) -> APIRouter:
             lambda s: (views.message_out(service.create_message(s, data, now())), Changes()))
 
     @router.get("/messages", response_model=m.MessageList, tags=["messages"])
-    async def list_messages() -> m.MessageList:
-        return await cp.read(lambda s: m.MessageList(
-            items=[views.message_out(x) for x in service.list_messages(s)]))
+    async def list_messages(limit: int = api_reads.Limit, cursor: str | None = api_reads.Cursor,
+                            name: str | None = Query(default=None, max_length=200,
+                                                     description="Name contains (any case)"),
+                            ) -> m.MessageList:
+        def work(s: Session) -> m.MessageList:
+            page = listing.messages(s, limit=limit, cursor=cursor, name=name)
+            return m.MessageList(items=[views.message_out(x) for x in page.items],
+                                 next_cursor=page.next_cursor)
+        return await cp.read(work)
 
     @router.get("/messages/{message_id}", response_model=m.MessageOut, tags=["messages"],
                 responses=NOT_FOUND)
@@ -389,9 +406,18 @@ def _v1(cp: AdminBackend) -> APIRouter:
     async def list_automations(
             survey_id: str | None = Query(default=None, max_length=64,
                                           description="Only this survey's automations"),
+            enabled: bool | None = Query(default=None, description="Only enabled (true) or "
+                                         "disabled (false) ones"),
+            name: str | None = Query(default=None, max_length=200,
+                                     description="Name contains (any case)"),
+            limit: int = api_reads.Limit, cursor: str | None = api_reads.Cursor,
     ) -> m.AutomationList:
-        return await cp.read(lambda s: m.AutomationList(
-            items=[views.automation_out(a) for a in service.list_automations(s, survey_id)]))
+        def work(s: Session) -> m.AutomationList:
+            page = listing.automations(s, limit=limit, cursor=cursor, survey_id=survey_id,
+                                       enabled=enabled, name=name)
+            return m.AutomationList(items=[views.automation_out(a) for a in page.items],
+                                    next_cursor=page.next_cursor)
+        return await cp.read(work)
 
     @router.get("/automations/{automation_id}", response_model=m.AutomationOut,
                 tags=["automations"], responses=NOT_FOUND)
@@ -446,8 +472,16 @@ def _v1(cp: AdminBackend) -> APIRouter:
     @router.get("/automations/{automation_id}/errors", response_model=m.AutomationErrorList,
                 tags=["automations"], responses=NOT_FOUND)
     async def list_errors(automation_id: str,
-                          limit: int = Query(default=100, ge=1, le=1000)) -> m.AutomationErrorList:
-        return await cp.read(lambda s: m.AutomationErrorList(
-            items=[views.error_out(e) for e in service.list_errors(s, automation_id, limit)]))
+                          limit: int = Query(default=100, ge=1, le=1000),
+                          cursor: str | None = api_reads.Cursor,
+                          kind: str | None = Query(default=None, max_length=64,
+                                                   description="Only errors of this kind"),
+                          ) -> m.AutomationErrorList:
+        def work(s: Session) -> m.AutomationErrorList:
+            page = listing.errors(s, automation_id, limit=limit, cursor=cursor, kind=kind)
+            return m.AutomationErrorList(items=[views.error_out(e) for e in page.items],
+                                         next_cursor=page.next_cursor)
+        return await cp.read(work)
 
+    router.include_router(api_reads.router(cp, activity))
     return router

@@ -139,6 +139,8 @@ class SurveyOut(BaseModel):
 
 class SurveyList(BaseModel):
     items: list[SurveyOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page")
 
 
 # --- messages -----------------------------------------------------------------------------
@@ -169,6 +171,8 @@ class MessageOut(BaseModel):
 
 class MessageList(BaseModel):
     items: list[MessageOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page")
 
 
 # --- automations --------------------------------------------------------------------------
@@ -333,6 +337,8 @@ class AutomationCreated(AutomationOut):
 
 class AutomationList(BaseModel):
     items: list[AutomationOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page")
 
 
 class KeyRotated(BaseModel):
@@ -357,3 +363,93 @@ class AutomationErrorOut(BaseModel):
 
 class AutomationErrorList(BaseModel):
     items: list[AutomationErrorOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page")
+
+
+# --- respondents, invitations, outcomes (read from the notifier's tables and the topics) ---
+class RespondentOut(BaseModel):
+    id: int
+    survey_id: str
+    email: str
+    variables: dict[str, Any] = Field(description="Background data: the newest value of each")
+    values_at: datetime = Field(description="When the newest values were received")
+    created_at: datetime
+    updated_at: datetime
+
+
+class RespondentList(BaseModel):
+    items: list[RespondentOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page")
+
+
+InvitationStatus = Literal["sending", "sent", "failed", "suppressed"]
+
+
+class InvitationOut(BaseModel):
+    id: str
+    automation_id: str
+    survey_id: str
+    email: str | None = Field(description="The respondent's address (null if since removed)")
+    status: InvitationStatus = Field(description="sending (being mailed), sent, failed "
+                                     "(permanently refused), suppressed (not mailed)")
+    reason: str | None
+    smtp_code: int | None
+    attempts: int
+    event_id: str
+    record_index: int
+    received_at: datetime
+    due_at: datetime
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class InvitationList(BaseModel):
+    items: list[InvitationOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page")
+
+
+class WaitingInvitationOut(BaseModel):
+    invitation_id: str
+    email: str
+    due_at: datetime = Field(description="Waiting until then (the automation's delay)")
+    received_at: datetime
+
+
+class WaitingInvitationList(BaseModel):
+    items: list[WaitingInvitationOut]
+    complete: bool = Field(description="False when the scan of the waiting invitations "
+                           "stopped at its time limit before the end")
+
+
+class ReasonCount(BaseModel):
+    reason: str
+    count: int
+
+
+class AutomationOutcomes(BaseModel):
+    """What became of the automation's records over the last 24 hours."""
+
+    automation_id: str
+    since: datetime
+    accepted: int = Field(description="Records the ingress accepted and the worker read")
+    filtered: int = Field(description="Records the filters left out (not errors)")
+    failed: int = Field(description="Records that failed (each on the dead-letter topic)")
+    invited: int = Field(description="Invitations created (due now or after the delay)")
+    mailed: int = Field(description="Invitation e-mails sent")
+    mail_failed: int = Field(description="Invitations whose e-mail was refused for good")
+    suppressed: int = Field(description="Invitations not mailed (suppressed)")
+    filtered_by: list[ReasonCount] = Field(
+        description="Filtered-out records by the condition that failed and why (a value of "
+        "the wrong type says so), most frequent first")
+    failed_by: list[ReasonCount] = Field(description="Failed records by error kind")
+    dead_letters: int = Field(description="This automation's records on the dead-letter "
+                              "topic (its whole retention, replayed or not)")
+    counts_complete: bool = Field(description="False while the admin app is still reading "
+                                  "the counts topic (just started, or Kafka away)")
+
+
+class ReplayOut(BaseModel):
+    replayed: int = Field(description="Dead-letter records put back on webhooks.raw")

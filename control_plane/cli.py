@@ -122,9 +122,15 @@ def create(
 @automations_app.command("list")
 def list_(url: str | None = URL_OPTION) -> None:
     """One line per automation: id, status, name."""
-    for a in _call("GET", "/v1/automations", url)["items"]:
-        status = "enabled " if a["enabled"] else "disabled"
-        typer.echo(f"{a['id']}  {status}  v{a['version']}  {a['name']}")
+    path = "/v1/automations?limit=500"
+    while True:
+        page = _call("GET", path, url)
+        for a in page["items"]:
+            status = "enabled " if a["enabled"] else "disabled"
+            typer.echo(f"{a['id']}  {status}  v{a['version']}  {a['name']}")
+        if not page.get("next_cursor"):
+            return
+        path = f"/v1/automations?limit=500&cursor={page['next_cursor']}"
 
 
 @automations_app.command("show")

@@ -144,6 +144,7 @@ hookstream is running.
   API key     : {key}   (shown once; stored hashed)
   admin API   : {s.admin_url}  (Bearer $HOOKSTREAM_ADMIN_TOKEN)
   survey page : {s.survey_base_url.rstrip("/")}/<token>  (the link in each invitation)
+  console     : {s.admin_url}/console  (sign in with $HOOKSTREAM_ADMIN_TOKEN)
   mail sink   : {s.var_dir / "mail"}/*.eml
   logs        : {s.var_dir / "logs"}/
 

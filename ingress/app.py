@@ -38,6 +38,7 @@ from ingress.openapi import build_openapi
 from ingress.publishing import KafkaPublisher, Publisher, PublisherPool, PublishUnavailable
 from ingress.publishing_rdkafka import RdKafkaPublisher
 from ingress.ratelimit import RateLimiter, retry_after_header
+from ingress.samples import SampleFeed
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class IngressApp:
         self.cache = cache or ConfigCache(settings.kafka_bootstrap, self.topics.config)
         self.keys = KeyIndex()
         self.cache.add_listener(self._on_snapshot)
+        self.samples = SampleFeed(settings.kafka_bootstrap, self.topics.samples)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.idempotency = IdempotencyStore(
             settings.var_dir / "ingress-idempotency.sqlite3",
@@ -175,6 +177,7 @@ class IngressApp:
         self._tasks.clear()
         await self.publisher.stop()  # flushes what was sent and not yet acknowledged
         await self.cache.stop()
+        await self.samples.stop()
         self.idempotency.close()
 
     # --- ASGI ------------------------------------------------------------------------------
@@ -395,6 +398,8 @@ class IngressApp:
     async def _test(self, scope: Scope, receive: Receive, send: Send,
                     automation_id: str) -> None:
         label = automation_id
+        head: _Head | None = None
+        body: bytes | None = None
         try:
             if scope["method"] != "POST":
                 raise HttpError("method_not_allowed")
@@ -422,9 +427,13 @@ class IngressApp:
             if err.code == "unknown_automation":
                 label = UNKNOWN
             await self._error(send, TEST_ROUTE, label, err)
+            if head is not None and body is not None:  # authenticated: the console sees it
+                await self.samples.publish(automation_id, head.content_type_str, body,
+                                           err.status, {"error": err.code, "detail": err.detail})
             return
         await self._respond(send, 200, orjson.dumps(answer, default=str))
         self.metrics.request(TEST_ROUTE, 200)
+        await self.samples.publish(automation_id, head.content_type_str, body, 200, answer)
 
     # --- health, metrics, OpenAPI ----------------------------------------------------------
 

@@ -26,6 +26,7 @@ AVRO_TOPICS = {
     "invitations.outcomes": "InvitationOutcome",
     "automations.errors": "AutomationError",
     "automations.config": "AutomationSnapshot",
+    "automations.counts": "AutomationCounts",
 }
 # Topics whose values are request bodies as received (JSON, NDJSON, or anything sent).
 RAW_TOPICS = ("webhooks.raw", "webhooks.dlq")

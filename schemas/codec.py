@@ -20,7 +20,8 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 SCHEMA_DIR = Path(__file__).parent
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
-NAMES = ("AutomationSnapshot", "InvitationRequested", "InvitationOutcome", "AutomationError")
+NAMES = ("AutomationSnapshot", "InvitationRequested", "InvitationOutcome", "AutomationError",
+         "AutomationCounts")
 
 
 class CodecError(ValueError):

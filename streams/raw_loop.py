@@ -39,6 +39,7 @@ class RawProcessor:
                  day_seconds: float, max_records: int = 6000) -> None:
         self.config = config
         self.transformer = Transformer(topics, config.get, day_seconds)
+        self.counts_topic = topics.counts
         self.loop = TransactionalLoop(
             LoopConfig("streams", bootstrap, group_id, topics.raw, max_records=max_records),
             self._handle)
@@ -64,6 +65,8 @@ class RawProcessor:
                       ) -> tuple[list[Output], AfterCommit | None]:
         outputs: list[Output] = []
         transform = self.transformer.transform
+        tally = self.transformer.tally
+        tally.clear()  # counts of an attempt that raised are not this batch's
         known: bytes | None = None  # the last key found configured: no need to look again
         for i, r in enumerate(records):
             if i % 256 == 255:
@@ -76,6 +79,9 @@ class RawProcessor:
                     known = key
             outputs += transform(RawRecord(key, r.value, r.headers, r.partition, r.offset,
                                            r.timestamp))
+        # The batch's counts commit in its transaction: summed, they are exact.
+        outputs += [Output(self.counts_topic, k, v, [])
+                    for k, v in tally.drain(int(time.time() * 1000))]
         return outputs, None
 
     async def _grace(self, r: ConsumerRecord) -> None:

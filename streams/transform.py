@@ -42,6 +42,7 @@ from core.kafka.headers import (
 from core.kafka.topics import Topics
 from schemas import codec
 from streams import metrics
+from streams.counts import Tally
 from streams.fast_avro import (
     encode_invitation,
     encode_invitation_fields,
@@ -86,6 +87,8 @@ class Transformer:
         # The encoded fields every invitation of a snapshot shares, by snapshot identity
         # (snapshots are immutable; a new version is a new object).
         self._static: dict[int, tuple[AutomationSnapshot, bytes]] = {}
+        # Outcome counts per automation, drained by the caller into `automations.counts`.
+        self.tally = Tally()
 
     def transform(self, rec: RawRecord) -> list[Output]:
         headers = list(rec.headers)
@@ -142,9 +145,11 @@ class Transformer:
             if kind is Accepted:
                 out.append(self._invitation(snapshot, event_id, index, verdict, received_at))
                 _ACCEPTED.inc()
+                self.tally.invited(automation_id)
             elif kind is FilteredOut:
                 _filtered(automation_id).inc()
                 _FILTERED.inc()
+                self.tally.filtered(automation_id, verdict.reason)
             elif kind is Rejected:
                 first = verdict.errors[0]
                 detail = " ".join(e.detail for e in verdict.errors)
@@ -193,6 +198,7 @@ class Transformer:
         """The failing record to the DLQ and an AutomationError (no respondent values)."""
         metrics.RECORDS.labels("failed").inc()
         metrics.DLQ.labels(reason).inc()
+        self.tally.failed(automation_id, reason)
         now_ms = int(self.clock() * 1000)
         dlq_headers = [(k, v) for k, v in headers if k not in DLQ_HEADERS]
         dlq_headers += [(DLQ_REASON, reason.encode()), (DLQ_DETAIL, detail.encode()),

@@ -152,3 +152,21 @@ AUTOMATION_ERRORS = table(
     column("event_id", String), column("record_index", Integer),
     column("invitation_id", String), column("at", UTCDateTime()),
 )
+
+# The notifier's respondents and invitations, read the same way (the console and the admin
+# API's /v1/respondents and /v1/invitations): only the columns those answers need.
+RESPONDENTS = table(
+    "respondents",
+    column("id", Integer), column("survey_id", String), column("email", String),
+    column("variables", JSON), column("values_at", UTCDateTime()),
+    column("created_at", UTCDateTime()), column("updated_at", UTCDateTime()),
+)
+INVITATIONS = table(
+    "invitations",
+    column("id", String), column("automation_id", String), column("survey_id", String),
+    column("event_id", String), column("record_index", Integer),
+    column("respondent_id", Integer), column("status", String), column("reason", Text),
+    column("smtp_code", Integer), column("attempts", Integer),
+    column("received_at", UTCDateTime()), column("due_at", UTCDateTime()),
+    column("created_at", UTCDateTime()), column("finished_at", UTCDateTime()),
+)

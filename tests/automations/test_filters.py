@@ -217,6 +217,24 @@ def test_verdict_names_the_failed_condition_with_and_without_values() -> None:
     assert compile_filter({"field": "email", "op": "exists"})(RECORD).failed is None
 
 
+def test_verdict_tells_a_value_of_the_wrong_type_apart() -> None:
+    """A text where a number is compared is a type mismatch, counted apart from a number that
+    merely does not meet the condition (the console counts filtered-out records by reason)."""
+    f = compile_filter({"all": [{"field": "age", "op": "gte", "value": 18}]})
+    wrong = f({"age": "old"})
+    assert wrong.failed_redacted == "age gte 18: wrong type: the value is a text, not a number"
+    assert wrong.failed == "age gte 18: the value is 'old', of the wrong type (not a number)"
+    low = f({"age": 12})
+    assert low.failed_redacted == "age gte 18: the value (a number) does not meet it"
+    assert f({"age": "12"}).failed_redacted == "age gte 18: the value (a text) does not meet it"
+    dates = compile_filter({"field": "d", "op": "lt", "value": "2024-01-01"})
+    assert dates({"d": 5}).failed_redacted == "d lt '2024-01-01': wrong type: the value is a " \
+        "number, not a date"
+    flag = compile_filter({"field": "member", "op": "eq", "value": True})
+    assert "wrong type" in (flag({"member": "yes"}).failed_redacted or "")
+    assert "wrong type" not in (flag({"member": "false"}).failed_redacted or "")
+
+
 def test_verdict_missing_field_any_and_not() -> None:
     v = compile_filter({"field": "customer.zip", "op": "starts_with", "value": "35"})(RECORD)
     assert v.failed == "customer.zip starts_with '35': the field is missing"

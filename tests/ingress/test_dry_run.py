@@ -59,3 +59,28 @@ async def test_dry_run_reports_everything_and_publishes_nothing(ingress: Ingress
     await asyncio.sleep(0.3)
     recs = await read_raw(ingress.bootstrap, ingress.topics.raw, at_least=1)
     assert [r.headers["request-id"].decode() for r in recs] == [real.json()["event_id"]]
+
+
+async def test_each_authenticated_test_request_is_a_sample_for_the_console(
+        ingress: Ingress) -> None:
+    """The console's live connection test follows `automations.samples`: every request the
+    key opened, with its verdict, keyed by automation; never the key; refused keys not."""
+    body = orjson.dumps({"email": "ann@example.com", "country": "NL", "age": "42"})
+    ok = await ingress.client.post(ingress.url(test=True), content=body, headers={
+        "Content-Type": "application/json", **ingress.auth()})
+    assert ok.status_code == 200
+    bad = await ingress.client.post(ingress.url(test=True), content=b'{"a": ', headers={
+        "Content-Type": "application/json", **ingress.auth()})
+    assert bad.status_code == 400
+    wrong_key = await ingress.client.post(ingress.url(test=True), content=body, headers={
+        "Content-Type": "application/json", **ingress.auth("nope")})
+    assert wrong_key.status_code == 401
+    recs = await read_raw(ingress.bootstrap, ingress.topics.samples, at_least=2)
+    assert len(recs) == 2 and {r.key for r in recs} == {ingress.automation.id}
+    first, second = (orjson.loads(r.value) for r in recs)
+    assert first["body"] == body.decode() and first["status"] == 200
+    assert first["content_type"] == "application/json" and first["truncated"] is False
+    assert first["answer"]["dry_run"]["summary"]["accepted"] == 1
+    assert second["status"] == 400 and second["answer"]["error"] == "bad_json"
+    assert isinstance(first["received_at"], int)
+    assert all(ingress.key.encode() not in r.value for r in recs)

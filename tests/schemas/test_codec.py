@@ -83,6 +83,15 @@ def snapshot(**over: Any) -> dict[str, Any]:
     return rec
 
 
+def counts(**over: Any) -> dict[str, Any]:
+    rec = {"automation_id": "aut_7Qx2", "at": T0, "accepted": 7, "filtered": 3, "failed": 1,
+           "invited": 3, "filtered_by": {"age gte 18: the value (text) does not meet it": 2,
+                                         "country eq 'NL': the field is missing": 1},
+           "failed_by": {"type_mismatch": 1}}
+    rec.update(over)
+    return rec
+
+
 RECORDS = {
     "InvitationRequested": [invitation(), invitation(variables={}, record_index=0)],
     "InvitationOutcome": [outcome(), outcome(status="sent", reason=None, smtp_code=None,
@@ -92,6 +101,7 @@ RECORDS = {
                                          invitation_id="inv_1", source="notifier")],
     "AutomationSnapshot": [snapshot(), snapshot(disabled_reason=None, filters_json=None,
                                                 api_keys=[], variables=[], mapping=[])],
+    "AutomationCounts": [counts(), counts(filtered_by={}, failed_by={}, accepted=0)],
 }
 
 

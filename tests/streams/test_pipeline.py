@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 import orjson
@@ -166,6 +167,14 @@ async def test_filtered_records_are_counted_not_errors_and_config_changes_apply_
     for topic in (topics.dlq, topics.errors):
         assert await read_topic(kafka_bootstrap, topic, until=lambda rs: True, timeout=10,
                                 settle=0.3) == []
+    # The counts committed with the batch say the same, with the condition that failed.
+    counts = [codec.decode_as("AutomationCounts", r.value) for r in await read_topic(
+        kafka_bootstrap, topics.counts, until=lambda rs: True, timeout=10, settle=0.3)]
+    assert {c["automation_id"] for c in counts} == {"auto-f"}
+    assert [sum(c[k] for c in counts) for k in ("accepted", "filtered", "failed", "invited")
+            ] == [3, 2, 0, 1]
+    assert sum((Counter(c["filtered_by"]) for c in counts), Counter()) == {
+        "address.city eq 'Utrecht': the value (a text) does not meet it": 2}
 
     # Edit the filter: now Delft passes and Utrecht does not; no restart.
     edited = replace(snap, version=2, filters={"all": [{"field": "address.city", "op": "eq",
