@@ -26,6 +26,8 @@ LOADED_BY_NAME = {
     "psycopg": "SQLAlchemy, for postgresql+psycopg:// URLs",
     # uvicorn.run(..., http="httptools") in ingress/cli.py: uvicorn imports it itself.
     "httptools": "uvicorn, http='httptools'",
+    # fastapi.templating.Jinja2Templates (the console's pages) imports jinja2 itself.
+    "jinja2": "Starlette's Jinja2Templates, for the console's pages",
 }
 
 
