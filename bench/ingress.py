@@ -1,7 +1,7 @@
 """Benchmark of the ingress: wrk (its own process, loopback) against `hookstream ingress`.
 
-(a) single-object webhooks, (b) batches of 100 objects, and the baseline: the same server
-with publishing replaced by an immediate 202 (HOOKSTREAM_INGRESS_BASELINE_NO_PUBLISH=1).
+(a) single-object webhooks, (b) batches of 100 objects, and the baseline: the same app and
+server with publishing replaced by an immediate 202 (`bench/ingress_baseline.py`).
 Uses the broker named by HOOKSTREAM_KAFKA_BOOTSTRAP, else starts a local one on free ports
 (stopped at the end). Prints medians of RUNS runs as one line:
 
@@ -90,8 +90,14 @@ def run_wrk(wrk: str, url: str, script: Path, seconds: int) -> tuple[float, floa
     return rps, p99
 
 
+# The real ingress, and the baseline: the same app and server, publishing nothing.
+INGRESS = ("hookstream.cli", "ingress")
+BASELINE = ("bench.ingress_baseline",)
+
+
 class Server:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, module: tuple[str, ...], env: dict[str, str], log: Path) -> None:
+        self.module = module
         self.port = free_port()
         self.env = env
         self.log = log
@@ -100,8 +106,8 @@ class Server:
     def start(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hookstream.cli", "ingress", "--port", str(self.port),
-             "--server", SERVER], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            [sys.executable, "-m", *self.module, "--port", str(self.port), "--server", SERVER],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
             start_new_session=True)
         out.close()
         deadline = time.monotonic() + 60
@@ -143,9 +149,8 @@ def main() -> None:
                     "HOOKSTREAM_VAR_DIR": str(tmp / "var"),
                     "HOOKSTREAM_RATE_LIMIT": "10000000", "HOOKSTREAM_RATE_BURST": "10000000",
                     "HOOKSTREAM_LOG_LEVEL": "WARNING"})
-        real = Server(env, tmp / "ingress.log")
-        baseline = Server({**env, "HOOKSTREAM_INGRESS_BASELINE_NO_PUBLISH": "1"},
-                          tmp / "baseline.log")
+        real = Server(INGRESS, env, tmp / "ingress.log")
+        baseline = Server(BASELINE, env, tmp / "baseline.log")
         servers += [real, baseline]
         for s in servers:
             s.start()

@@ -1,23 +1,22 @@
 """The ingress as an import string for ASGI servers: `ingress.asgi:app_from_env` (a factory).
 
-`HOOKSTREAM_INGRESS_BASELINE_NO_PUBLISH=1` replaces publishing with an immediate 202. It
-exists only for `bench/ingress.py`'s baseline and is loudly logged; never set it in service.
+Everything it needs comes from `core.settings.Settings` (HOOKSTREAM_* environment variables).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from ingress.app import IngressApp, create_app
-from ingress.publishing import NullPublisher
 
-BASELINE_ENV = "HOOKSTREAM_INGRESS_BASELINE_NO_PUBLISH"
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def app_from_env() -> IngressApp:
-    logging.basicConfig(level=os.environ.get("HOOKSTREAM_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    publisher = NullPublisher() if os.environ.get(BASELINE_ENV) == "1" else None
-    return create_app(get_settings(), publisher=publisher)
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)

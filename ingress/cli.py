@@ -30,17 +30,21 @@ def register(app: typer.Typer) -> None:
         serve(host or s.ingress_host, port or s.ingress_port, server)
 
 
-def serve(host: str, port: int, server: Server = Server.granian) -> None:
+APP = "ingress.asgi:app_from_env"
+
+
+def serve(host: str, port: int, server: Server = Server.granian, app: str = APP) -> None:
+    """Serve `app` (an import string naming an ASGI app factory) as the ingress is served."""
     if server is Server.granian:
         from granian import Granian
         from granian.constants import Interfaces, Loops
 
-        Granian("ingress.asgi:app_from_env", factory=True, address=host, port=port,
+        Granian(app, factory=True, address=host, port=port,
                 interface=Interfaces.ASGI, workers=1, loop=Loops.uvloop, log_access=False,
                 workers_kill_timeout=15).serve()
     else:
         import uvicorn
 
-        uvicorn.run("ingress.asgi:app_from_env", factory=True, host=host, port=port,
+        uvicorn.run(app, factory=True, host=host, port=port,
                     loop="uvloop", http="httptools", access_log=False, log_level="warning",
                     timeout_graceful_shutdown=10)

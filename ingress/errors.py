@@ -43,5 +43,13 @@ def error_body(code: str, detail: str | None = None) -> bytes:
     return orjson.dumps({"error": code, "detail": detail or ERRORS[code][1]})
 
 
-def status_of(code: str) -> int:
-    return ERRORS[code][0]
+class HttpError(Exception):
+    """An answer other than success, raised anywhere in a handler."""
+
+    def __init__(self, code: str, detail: str | None = None, *,
+                 retry_after: float | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.status = ERRORS[code][0]
+        self.detail = detail
+        self.retry_after = retry_after

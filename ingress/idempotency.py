@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from automations.ids import new_event_id
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -45,7 +47,7 @@ class Replay:
 
 
 @dataclass(frozen=True)
-class Claim:
+class KeyClaim:
     """This request owns the key: publish under `event_id`, then complete or release."""
     automation: str
     key: str
@@ -91,7 +93,8 @@ class IdempotencyStore:
             "(state != 'pending' OR updated_at < ?)", (t - self.window, t - self.stale_after))
         return cur.rowcount
 
-    async def begin(self, automation: str, key: str, *, max_wait: float = 30.0) -> Replay | Claim:
+    async def begin(self, automation: str, key: str, *,
+                    max_wait: float = 30.0) -> Replay | KeyClaim:
         """The remembered answer for this key, or the claim to publish it now."""
         ident = (automation, key)
         deadline = time.monotonic() + max_wait
@@ -111,9 +114,9 @@ class IdempotencyStore:
                 raise TimeoutError(f"idempotency key still in flight after {max_wait:.0f}s")
             await asyncio.sleep(0.05)
 
-    def _try_claim(self, automation: str, key: str, now: float) -> Replay | Claim | None:
+    def _try_claim(self, automation: str, key: str, now: float) -> Replay | KeyClaim | None:
         db = self.db
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         cur = db.execute(
             "INSERT INTO idempotency (automation, key, state, event_id, created_at, updated_at,"
             " owner) VALUES (?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -142,11 +145,11 @@ class IdempotencyStore:
                 return self._claimed(automation, key, old_event_id)
         return None
 
-    def _claimed(self, automation: str, key: str, event_id: str) -> Claim:
+    def _claimed(self, automation: str, key: str, event_id: str) -> KeyClaim:
         self._inflight[(automation, key)] = asyncio.get_running_loop().create_future()
-        return Claim(automation, key, event_id)
+        return KeyClaim(automation, key, event_id)
 
-    def complete(self, claim: Claim, status: int, body: bytes) -> None:
+    def complete(self, claim: KeyClaim, status: int, body: bytes) -> None:
         """Remember the successful answer and hand it to waiting duplicates."""
         self.db.execute(
             "UPDATE idempotency SET state = 'done', status = ?, body = ?, updated_at = ? "
@@ -154,7 +157,7 @@ class IdempotencyStore:
             (status, body, time.time(), claim.automation, claim.key))
         self._resolve(claim, Replay(status, body))
 
-    def release(self, claim: Claim) -> None:
+    def release(self, claim: KeyClaim) -> None:
         """Not answered with success: the key may be retried (under the same event id)."""
         try:
             self.db.execute(
@@ -164,7 +167,7 @@ class IdempotencyStore:
         finally:
             self._resolve(claim, None)
 
-    def _resolve(self, claim: Claim, result: Replay | None) -> None:
+    def _resolve(self, claim: KeyClaim, result: Replay | None) -> None:
         fut = self._inflight.pop((claim.automation, claim.key), None)
         if fut is not None and not fut.done():
             fut.set_result(result)

@@ -7,9 +7,6 @@ resolution, per request.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-__all__ = ["CONTENT_TYPE_LATEST", "IngressMetrics"]
 
 UNKNOWN = "_unknown"  # the automation label for ids that name no automation (bounded cardinality)
 
@@ -76,6 +73,3 @@ class IngressMetrics:
         for key in [k for k in self._rej if k[0] == automation]:
             self.rejected.remove(*key)
             del self._rej[key]
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -1,4 +1,5 @@
-"""The ingress's OpenAPI 3.1 document, written by hand (the app is plain ASGI)."""
+"""The ingress's OpenAPI 3.1 document, written by hand: the webhook routes are raw ASGI apps
+(see `ingress.endpoint`), so there are no models to generate it from."""
 
 from __future__ import annotations
 

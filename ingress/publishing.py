@@ -254,24 +254,6 @@ class KafkaPublisher:
             log.error("the old producer's connections did not close cleanly: %r", exc)
 
 
-class NullPublisher:
-    """Answers at once without publishing: only for the benchmark's baseline."""
-
-    ready = True
-
-    async def start(self) -> None:
-        log.warning("publishing is DISABLED (benchmark baseline): nothing reaches Kafka")
-
-    async def stop(self) -> None:
-        return None
-
-    async def probe(self) -> bool:
-        return True
-
-    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
-        return None
-
-
 class PublisherPool:
     """Several independent publishers, used in turn: more produce requests in flight.
 

@@ -121,15 +121,16 @@ def test_rotation_grace_and_snapshot_encoding(db_url: str) -> None:
         assert expiry == NOW + timedelta(seconds=60)
         snap = store.run(lambda s: service.all_snapshots(s))[0]
         assert len(snap.api_keys) == 2
-        assert keys.matches(key1, snap.api_keys, now=NOW)
+        assert keys.verify(key1, keys.stored(snap.api_keys), NOW.timestamp())
         # A later rotation drops keys already expired, keeps the one in grace.
         t2 = NOW + timedelta(seconds=120)
         _, key2, _, changes = store.run(lambda s: service.rotate_key(s, aid, 60, t2))
         snap = changes.publish[0]
         assert len(snap.api_keys) == 2  # key1 (in grace until t2+60) and key2
-        assert keys.matches(key2, snap.api_keys, now=t2)
-        assert keys.matches(key1, snap.api_keys, now=t2)
-        assert not keys.matches(key1, snap.api_keys, now=t2 + timedelta(seconds=61))
+        assert keys.verify(key2, keys.stored(snap.api_keys), t2.timestamp())
+        assert keys.verify(key1, keys.stored(snap.api_keys), t2.timestamp())
+        assert not keys.verify(key1, keys.stored(snap.api_keys),
+                               (t2 + timedelta(seconds=61)).timestamp())
         # The snapshot round-trips through the Avro codec.
         back = AutomationSnapshot.from_record(codec.decode_as(
             "AutomationSnapshot", codec.encode("AutomationSnapshot", snap.to_record())))
@@ -162,10 +163,10 @@ def test_key_hash_contract() -> None:
     key = keys.generate()
     assert len(key) >= 43 and key != keys.generate()
     assert keys.hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
-    live = ApiKeyHash(keys.hash_key(key))
-    assert keys.matches(key, [live]) and not keys.matches(key + "x", [live])
-    expired = ApiKeyHash(keys.hash_key(key), NOW)
-    assert not keys.matches(key, [expired], now=NOW)
+    live = keys.stored([ApiKeyHash(keys.hash_key(key))])
+    assert keys.verify(key, live) and not keys.verify(key + "x", live)
+    expired = keys.stored([ApiKeyHash(keys.hash_key(key), NOW)])
+    assert not keys.verify(key, expired, NOW.timestamp())
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

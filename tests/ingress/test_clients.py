@@ -1,4 +1,4 @@
-"""Both Kafka clients the ingress can use (HOOKSTREAM_INGRESS_CLIENT) keep the same promise:
+"""Both Kafka clients the ingress can use (`ingress_client`) keep the same promise:
 a 202 means the body is on webhooks.raw, once, with the contract's headers. The rest of the
 suite runs with the default client; this keeps the other one exercised too."""
 
@@ -33,7 +33,7 @@ async def test_each_client_publishes_what_it_acknowledged(
     snap = make_snapshot(keys=[ApiKeyHash(sha(key))])
     await publish_snapshots(kafka_bootstrap, topics, snap)
     settings = settings_for(kafka_bootstrap, topics, tmp_path)
-    publisher = build_publisher(settings, 4.0, client)
+    publisher = build_publisher(settings, client)
     expected = RdKafkaPublisher if client == "rdkafka" else PublisherPool
     assert isinstance(publisher, expected)
     app, http = await start_app(settings, publisher=publisher)
@@ -66,4 +66,4 @@ async def test_each_client_publishes_what_it_acknowledged(
 def test_unknown_client_name_is_refused(tmp_path: Path) -> None:
     settings = settings_for("127.0.0.1:1", Topics("x."), tmp_path)
     with pytest.raises(ValueError, match="HOOKSTREAM_INGRESS_CLIENT"):
-        build_publisher(settings, 4.0, "kafka-python")
+        build_publisher(settings, "kafka-python")

@@ -221,8 +221,16 @@ async def test_rate_limit(kafka_bootstrap: str, topics, tmp_path) -> None:
 
 async def test_other_routes_and_methods(ingress: Ingress) -> None:
     c = ingress.client
-    err(await c.get(ingress.url(), headers=ingress.auth()), 405, "method_not_allowed")
+    wrong = await c.get(ingress.url(), headers=ingress.auth())
+    err(wrong, 405, "method_not_allowed")
+    assert wrong.headers["allow"] == "POST"
+    wrong = await c.post("/healthz")
+    err(wrong, 405, "method_not_allowed")
+    assert wrong.headers["allow"] == "GET, HEAD"
     err(await c.post("/v1/hooks/a/b/c", content=OBJ, headers=ingress.auth()), 404, "not_found")
+    # A trailing slash is another address, not a redirect a webhook sender might not follow.
+    err(await c.post(ingress.url() + "/", content=OBJ, headers={**JSON, **ingress.auth()}),
+        404, "not_found")
     err(await c.get("/nowhere"), 404, "not_found")
     err(await c.post(ingress.url(), content=OBJ, headers={
         **JSON, **ingress.auth(), "Idempotency-Key": "x" * 300}), 400, "invalid_idempotency_key")

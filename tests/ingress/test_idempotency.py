@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.kafka.topics import Topics
-from ingress.idempotency import Claim, IdempotencyStore, Replay
+from ingress.idempotency import IdempotencyStore, KeyClaim, Replay
 from tests.ingress.conftest import Ingress, read_raw, settings_for, start_app
 
 OBJ = b'{"email": "a@example.com", "country": "NL"}'
@@ -71,24 +71,24 @@ def test_store_window_failure_and_takeover(tmp_path: Path) -> None:
         store = IdempotencyStore(tmp_path / "i.sqlite3", window_seconds=0.5, stale_after=0.3)
         store.open()
         claim = await store.begin("a", "k")
-        assert isinstance(claim, Claim)
+        assert isinstance(claim, KeyClaim)
         store.release(claim)  # a 503: the retry may publish, under the same event id
         retry = await store.begin("a", "k")
-        assert isinstance(retry, Claim) and retry.event_id == claim.event_id
+        assert isinstance(retry, KeyClaim) and retry.event_id == claim.event_id
         store.complete(retry, 202, b'{"x":1}')
         assert await store.begin("a", "k") == Replay(202, b'{"x":1}')
         other = await store.begin("b", "k")  # keys are per automation
-        assert isinstance(other, Claim)
+        assert isinstance(other, KeyClaim)
         # A pending claim of a process that died is taken over once stale.
         crashed = IdempotencyStore(tmp_path / "i.sqlite3", window_seconds=0.5, stale_after=0.3)
         crashed.open()
         t0 = time.monotonic()
         taken = await crashed.begin("b", "k")
-        assert isinstance(taken, Claim) and taken.event_id == other.event_id
+        assert isinstance(taken, KeyClaim) and taken.event_id == other.event_id
         assert time.monotonic() - t0 >= 0.25
         await asyncio.sleep(0.6)
         fresh = await store.begin("a", "k")  # past the window: a new request
-        assert isinstance(fresh, Claim) and fresh.event_id != claim.event_id
+        assert isinstance(fresh, KeyClaim) and fresh.event_id != claim.event_id
         assert store.purge(time.time() + 10) >= 1
         store.close()
         crashed.close()

@@ -1,0 +1,75 @@
+"""`POST /v1/hooks/{automation_id}/test`: the connection check and the dry run.
+
+The same checks as the webhook (`Endpoint`), except that a disabled automation may be tested.
+Without a body it says the key works; with one it runs the automation's filters and mapping
+on the sample and reports every record's fate. It never publishes to the pipeline; the
+console's sample feed gets a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from automations.bodies import BodyError, parse_body
+from automations.dry_run import dry_run
+from ingress.endpoint import Endpoint, Head, body_error, respond
+from ingress.errors import HttpError
+from ingress.metrics import UNKNOWN
+from ingress.samples import SampleFeed
+
+
+class DryRun(Endpoint):
+    """Each authenticated sample, with its answer, also goes to the console's sample feed
+    (after the client has its answer; best effort), so the connection-test step shows it."""
+
+    route = "/v1/hooks/{automation_id}/test"
+
+    def __init__(self, *, samples: SampleFeed | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.samples = samples
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        automation_id: str = scope["path_params"]["automation_id"]
+        seen: list[tuple[Head, bytes]] = []  # set once the key opened the automation
+        try:
+            answer = await self.answer(scope, receive, automation_id, seen)
+        except HttpError as err:
+            await self.error(send, UNKNOWN if err.code == "unknown_automation" else automation_id,
+                             err)
+            if seen and self.samples is not None:
+                head, body = seen[0]
+                await self.samples.publish(automation_id, head.content_type_str, body,
+                                           err.status, {"error": err.code, "detail": err.detail})
+            return
+        await respond(send, 200, orjson.dumps(answer, default=str))
+        self.metrics.request(self.route, 200)
+        if seen and self.samples is not None:
+            head, body = seen[0]
+            await self.samples.publish(automation_id, head.content_type_str, body, 200, answer)
+
+    async def answer(self, scope: Scope, receive: Receive, automation_id: str,
+                     seen: list[tuple[Head, bytes]]) -> dict[str, Any]:
+        head = self.authenticate(scope, automation_id, require_enabled=False)
+        body = await self.read_body(receive, head)
+        seen.append((head, body))
+        snapshot = head.snapshot
+        assert snapshot is not None
+        answer: dict[str, Any] = {
+            "ok": True,
+            "automation": {"id": snapshot.id, "name": snapshot.name,
+                           "enabled": snapshot.enabled, "survey": snapshot.survey_name},
+        }
+        if body.strip():
+            try:
+                records = parse_body(body, head.content_type_str)
+            except BodyError as exc:
+                raise body_error(exc) from None
+            answer["dry_run"] = dry_run(snapshot, records)
+            answer["published"] = False
+        else:
+            answer["detail"] = ("The connection works: the key opens this automation. "
+                                "Send a sample body to this address for a dry run.")
+        return answer

@@ -1,0 +1,184 @@
+"""What the two webhook routes share, on raw ASGI (each route is an ASGI app in the router).
+
+One pass over the headers (`Head`), the authentication checks in their fixed order, the body
+read once with the size limit enforced while it streams in, and the answers: precomputed
+headers, orjson, errors as `{"error": CODE, "detail": SENTENCE}`.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Receive, Scope, Send
+
+from automations.bodies import BodyError, media_type
+from automations.config_cache import ConfigCache
+from automations.snapshot import AutomationSnapshot
+from ingress.errors import HttpError, error_body
+from ingress.keys import KeyIndex
+from ingress.metrics import UNKNOWN, IngressMetrics
+from ingress.ratelimit import retry_after_header
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+MAX_IDEMPOTENCY_KEY = 255
+BODY_CODES = {"empty": "empty_body"}  # parse_body's codes -> the ingress's public ones
+
+
+def body_error(exc: BodyError, code: str | None = None) -> HttpError:
+    """A `BodyError` as the ingress answers it (its detail as a sentence)."""
+    return HttpError(code or BODY_CODES.get(exc.code, exc.code),
+                     exc.detail[:1].upper() + exc.detail[1:] + ".")
+
+
+async def respond(send: Send, status: int, body: bytes,
+                  headers: list[tuple[bytes, bytes]] = JSON_HEADERS) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Head:
+    """What a webhook request's headers said, read in one pass."""
+
+    __slots__ = ("api_key", "automation_id", "content_length", "content_type",
+                 "idempotency_key", "idempotency_raw", "snapshot")
+
+    def __init__(self, automation_id: str) -> None:
+        self.automation_id = automation_id
+        self.api_key: bytes | None = None
+        self.content_type: bytes | None = None
+        self.content_length: bytes | None = None
+        self.idempotency_raw: bytes | None = None
+        self.idempotency_key: str | None = None
+        self.snapshot: AutomationSnapshot | None = None
+
+    @property
+    def content_type_str(self) -> str | None:
+        return None if self.content_type is None else self.content_type.decode("latin-1")
+
+    @property
+    def key_bytes(self) -> bytes:
+        return self.automation_id.encode()
+
+
+class Endpoint:
+    """An ASGI app for `/v1/hooks/{automation_id}...`: `handle` answers or raises `HttpError`.
+
+    The router has checked the method (POST) already; everything after is checked here, in
+    this order: configuration loaded (503 not_ready) -> a key is given (401) -> the automation
+    exists (404) -> the key opens it (401) -> enabled, where required (409) -> media type (415)
+    -> declared size (413) -> body read within the limit (413).
+    """
+
+    route: str  # the route's path template: its `route` label in the metrics
+
+    def __init__(self, *, cache: ConfigCache, keys: KeyIndex, metrics: IngressMetrics,
+                 max_body: int) -> None:
+        self.cache = cache
+        self.keys = keys
+        self.metrics = metrics
+        self.max_body = max_body
+        self._too_large = (f"The body is larger than the limit of {max_body} bytes; "
+                           "send fewer records per request.")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        automation_id: str = scope["path_params"]["automation_id"]
+        try:
+            status, body = await self.handle(scope, receive, automation_id)
+        except HttpError as err:
+            await self.error(send, UNKNOWN if err.code == "unknown_automation" else automation_id,
+                             err)
+            return
+        await respond(send, status, body)
+        self.metrics.request(self.route, status)
+
+    async def handle(self, scope: Scope, receive: Receive,
+                     automation_id: str) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    async def error(self, send: Send, automation: str, err: HttpError) -> None:
+        headers = JSON_HEADERS
+        if err.retry_after is not None:
+            headers = [*JSON_HEADERS, (b"retry-after", retry_after_header(err.retry_after))]
+        await respond(send, err.status, error_body(err.code, err.detail), headers)
+        self.metrics.request(self.route, err.status)
+        self.metrics.reject(automation, err.code)
+
+    def authenticate(self, scope: Scope, automation_id: str, *, require_enabled: bool) -> Head:
+        head = Head(automation_id)
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                head.api_key = value
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"content-type":
+                head.content_type = value
+            elif name == b"content-length":
+                head.content_length = value
+            elif name == b"idempotency-key":
+                head.idempotency_raw = value
+        if not self.cache.ready.is_set():
+            raise HttpError("not_ready", retry_after=1.0)
+        if head.api_key is None and authorization is not None:
+            scheme, _, token = authorization.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                head.api_key = token.strip()
+            else:
+                raise HttpError("missing_api_key", "The Authorization header must be "
+                                "'Bearer KEY'; or send the key in X-API-Key.")
+        if not head.api_key:
+            raise HttpError("missing_api_key")
+        snapshot = self.cache.get(automation_id)
+        if snapshot is None:
+            raise HttpError("unknown_automation")
+        if not self.keys.check(automation_id, head.api_key.decode("latin-1")):
+            raise HttpError("invalid_api_key")
+        if require_enabled and not snapshot.enabled:
+            detail = None
+            if snapshot.disabled_reason:
+                detail = (f"This automation is disabled ({snapshot.disabled_reason[:200]}); "
+                          "enable it in the control plane to send it data.")
+            raise HttpError("automation_disabled", detail)
+        head.snapshot = snapshot
+        if head.idempotency_raw is not None:
+            raw = head.idempotency_raw
+            if not 0 < len(raw) <= MAX_IDEMPOTENCY_KEY or not raw.isascii() or any(
+                    c < 0x20 or c == 0x7F for c in raw):
+                raise HttpError("invalid_idempotency_key")
+            head.idempotency_key = raw.decode("ascii")
+        return head
+
+    async def read_body(self, receive: Receive, head: Head) -> bytes:
+        """The whole body, refusing (413) as soon as it is known to exceed the limit."""
+        if head.content_type is not None:
+            try:
+                media_type(head.content_type_str)
+            except BodyError as exc:
+                raise body_error(exc, "unsupported_media_type") from None
+        limit = self.max_body
+        if head.content_length is not None:
+            try:
+                declared = int(head.content_length)
+            except ValueError:
+                declared = -1
+            if declared > limit:
+                raise HttpError("body_too_large", self._too_large)
+        message = await receive()
+        chunk: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(chunk) > limit:
+                raise HttpError("body_too_large", self._too_large)
+            return chunk
+        chunks = [chunk]
+        size = len(chunk)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError("empty_body", "The client went away before the body was "
+                                "complete.")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HttpError("body_too_large", self._too_large)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)

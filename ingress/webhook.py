@@ -1,0 +1,100 @@
+"""`POST /v1/hooks/{automation_id}`: the hot path of the whole product.
+
+Written against ASGI directly (see `Endpoint`): the body bytes are published as received
+(never re-encoded), and the answer is a few precomputed bytes. After the checks `Endpoint`
+makes: not empty (400) -> Idempotency-Key replay -> rate limit (429) -> JSON shape (400) ->
+Kafka (503, or 202 once the broker acknowledged).
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import Receive, Scope
+
+from automations.bodies import BodyError, parse_body
+from automations.config_cache import ConfigCache
+from automations.ids import new_event_id
+from core.kafka import headers as kafka_headers
+from ingress.endpoint import Endpoint, Head, body_error
+from ingress.errors import HttpError
+from ingress.idempotency import IdempotencyStore, KeyClaim, Replay
+from ingress.keys import KeyIndex
+from ingress.metrics import IngressMetrics
+from ingress.publishing import Publisher, PublishUnavailable
+from ingress.ratelimit import RateLimiter
+
+DEFAULT_CONTENT_TYPE = b"application/json"
+
+
+
+class Webhook(Endpoint):
+    route = "/v1/hooks/{automation_id}"
+
+    def __init__(self, *, cache: ConfigCache, keys: KeyIndex, metrics: IngressMetrics,
+                 max_body: int, limiter: RateLimiter, idempotency: IdempotencyStore,
+                 publisher: Publisher, topic: str) -> None:
+        super().__init__(cache=cache, keys=keys, metrics=metrics, max_body=max_body)
+        self.limiter = limiter
+        self.idempotency = idempotency
+        self.publisher = publisher
+        self.topic = topic
+
+    async def handle(self, scope: Scope, receive: Receive,
+                     automation_id: str) -> tuple[int, bytes]:
+        head = self.authenticate(scope, automation_id, require_enabled=True)
+        body = await self.read_body(receive, head)
+        if not body:
+            raise HttpError("empty_body")
+        if head.idempotency_key is None:
+            return await self._accept(automation_id, head, body, None)
+        return await self._accept_once(automation_id, head, body)
+
+    async def _accept_once(self, automation_id: str, head: Head,
+                           body: bytes) -> tuple[int, bytes]:
+        key = head.idempotency_key
+        assert key is not None
+        try:
+            outcome = await self.idempotency.begin(automation_id, key)
+        except TimeoutError:
+            raise HttpError("kafka_unavailable", "An earlier request with this Idempotency-Key "
+                            "is still being stored; retry after Retry-After seconds.",
+                            retry_after=1.0) from None
+        if isinstance(outcome, Replay):
+            self.metrics.replayed.inc()
+            return outcome.status, outcome.body
+        try:
+            status, answer = await self._accept(automation_id, head, body, outcome)
+        except BaseException:
+            self.idempotency.release(outcome)  # not answered 202: the key may be retried
+            raise
+        self.idempotency.complete(outcome, status, answer)
+        return status, answer
+
+    async def _accept(self, automation_id: str, head: Head, body: bytes,
+                      claim: KeyClaim | None) -> tuple[int, bytes]:
+        wait = self.limiter.take(automation_id)
+        if wait:
+            raise HttpError("rate_limited", retry_after=wait)
+        try:
+            records = parse_body(body, head.content_type_str)
+        except BodyError as exc:
+            raise body_error(exc) from None
+        event_id = claim.event_id if claim is not None else new_event_id()
+        headers = [(kafka_headers.CONTENT_TYPE, head.content_type or DEFAULT_CONTENT_TYPE),
+                   (kafka_headers.RECEIVED_AT, str(time.time_ns() // 1_000_000).encode()),
+                   (kafka_headers.REQUEST_ID, event_id.encode())]
+        if head.idempotency_key is not None:
+            headers.append((kafka_headers.IDEMPOTENCY_KEY, head.idempotency_key.encode()))
+        metrics = self.metrics
+        metrics.publishing += 1
+        started = time.perf_counter()
+        try:
+            await self.publisher.publish(self.topic, head.key_bytes, body, headers)
+        except PublishUnavailable as exc:
+            raise HttpError("kafka_unavailable", retry_after=exc.retry_after) from None
+        finally:
+            metrics.publishing -= 1
+        metrics.publish_seconds.observe(time.perf_counter() - started)
+        metrics.accept(automation_id, len(records))
+        return 202, b'{"event_id":"%s","accepted":%d}' % (event_id.encode(), len(records))
