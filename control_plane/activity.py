@@ -18,12 +18,13 @@ import logging
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from automations.counts import Counts
 from control_plane.topic_reads import partitions_of
 from core.kafka.headers import DLQ_AT, DLQ_REASON, header, integer, text
 from core.kafka.topics import SAMPLES_RETENTION_MS, Topics
@@ -54,25 +55,6 @@ class Sample:
     @property
     def seq(self) -> str:
         return f"{self.received_at_ms}-{self.offset[0]}-{self.offset[1]}"
-
-
-@dataclass
-class Counts:
-    accepted: int = 0
-    filtered: int = 0
-    failed: int = 0
-    invited: int = 0
-    filtered_by: Counter[str] = field(default_factory=Counter)
-    failed_by: Counter[str] = field(default_factory=Counter)
-
-    def add(self, other: Counts | dict[str, Any]) -> None:
-        get = other.get if isinstance(other, dict) else other.__dict__.get
-        self.accepted += int(get("accepted") or 0)
-        self.filtered += int(get("filtered") or 0)
-        self.failed += int(get("failed") or 0)
-        self.invited += int(get("invited") or 0)
-        self.filtered_by.update(get("filtered_by") or {})
-        self.failed_by.update(get("failed_by") or {})
 
 
 class SampleStore:

@@ -9,9 +9,7 @@ once each, whatever crashed. The control plane sums them over the last 24 hours.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-
+from automations.counts import Counts
 from schemas import codec
 
 # A filtered-out reason is a condition in words; a pathological filter must not make the
@@ -21,24 +19,14 @@ MAX_REASON_CHARS = 300
 OTHER = "(other conditions)"
 
 
-@dataclass
-class _Counts:
-    accepted: int = 0
-    filtered: int = 0
-    failed: int = 0
-    invited: int = 0
-    filtered_by: Counter[str] = field(default_factory=Counter)
-    failed_by: Counter[str] = field(default_factory=Counter)
-
-
 class Tally:
     def __init__(self) -> None:
-        self._by: dict[str, _Counts] = {}
+        self._by: dict[str, Counts] = {}
 
-    def _of(self, automation_id: str) -> _Counts:
+    def _of(self, automation_id: str) -> Counts:
         c = self._by.get(automation_id)
         if c is None:
-            c = self._by[automation_id] = _Counts()
+            c = self._by[automation_id] = Counts()
         return c
 
     def invited(self, automation_id: str) -> None:
@@ -69,10 +57,8 @@ class Tally:
 
     def drain(self, at_ms: int) -> list[tuple[bytes, bytes]]:
         """(key, AutomationCounts value) per automation counted since the last drain."""
-        out = [(automation_id.encode(), codec.encode("AutomationCounts", {
-            "automation_id": automation_id, "at": at_ms, "accepted": c.accepted,
-            "filtered": c.filtered, "failed": c.failed, "invited": c.invited,
-            "filtered_by": dict(c.filtered_by), "failed_by": dict(c.failed_by)}))
-            for automation_id, c in self._by.items()]
+        out = [(automation_id.encode(),
+                codec.encode("AutomationCounts", c.record(automation_id, at_ms)))
+               for automation_id, c in self._by.items()]
         self._by.clear()
         return out
