@@ -9,7 +9,7 @@ as they are when the read starts (read_committed), so they never move a service'
   bytes, so only candidate records are decoded. Its cost grows with the number of waiting
   invitations; `MAX_SCAN_S` bounds it and the answer says when it stopped early.
 - The replay is `hookstream dlq replay --automation ID` (ops/dlq.py) for one automation, with
-  the same header contract (`core.kafka.headers.RAW_HEADERS`, `record-index` for one record
+  the same header contract (`core.kafka.headers.replayed_headers`: `record-index` for one record
   of a batch). The invitation id derives from (automation, request id, index), so a second
   replay invites nobody twice.
 """
@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from core.kafka.headers import DLQ_RECORD_INDEX, RAW_HEADERS, integer
+from core.kafka.headers import replayed_headers
 from core.kafka.topics import Topics
 from schemas import codec
 
@@ -132,11 +132,8 @@ async def replay_dead_letters(bootstrap: str, topics: Topics, automation_id: str
             if r.key != key:
                 continue
             headers = {k: v for k, v in r.headers or () if v is not None}
-            out = [(name, headers[name]) for name in RAW_HEADERS if name in headers]
-            index = integer(headers.get(DLQ_RECORD_INDEX))
-            if index is not None:
-                out.append(("record-index", str(index).encode()))
-            pending.append(await producer.send(topics.raw, value=r.value, key=key, headers=out))
+            pending.append(await producer.send(topics.raw, value=r.value, key=key,
+                                               headers=replayed_headers(headers)))
             replayed += 1
             if len(pending) >= IN_FLIGHT:
                 await asyncio.gather(*pending)  # raises if Kafka refused one: no silent loss

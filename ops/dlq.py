@@ -19,15 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from core.kafka.headers import (
-    DLQ_AT,
-    DLQ_REASON,
-    DLQ_RECORD_INDEX,
-    RAW_HEADERS,
-    RECORD_INDEX,
-    integer,
-    text,
-)
+from core.kafka.headers import DLQ_AT, DLQ_REASON, integer, replayed_headers, text
 from ops.reading import open_reader, read_records
 
 log = logging.getLogger(__name__)
@@ -66,16 +58,6 @@ class ReplayResult:
                 "by_reason": dict(self.by_reason), "by_automation": dict(self.by_automation)}
 
 
-def raw_headers(dlq_headers: dict[str, bytes]) -> list[tuple[str, bytes]]:
-    """The headers a replayed record carries on `webhooks.raw` (shared contract): the ones the
-    ingress wrote; everything else on a DLQ record (dlq-*) stays behind."""
-    out = [(name, dlq_headers[name]) for name in RAW_HEADERS if name in dlq_headers]
-    index = integer(dlq_headers.get(DLQ_RECORD_INDEX))
-    if index is not None:
-        out.append((RECORD_INDEX, str(index).encode()))
-    return out
-
-
 async def replay(bootstrap: str, dlq_topic: str, raw_topic: str, selection: ReplayFilter,
                  dry_run: bool = False,
                  on_record: Callable[[Any, list[tuple[str, bytes]]], None] | None = None
@@ -95,7 +77,7 @@ async def replay(bootstrap: str, dlq_topic: str, raw_topic: str, selection: Repl
             headers = {k: v for k, v in record.headers or () if v is not None}
             if not selection.matches(record.key, headers, record.timestamp):
                 continue
-            out_headers = raw_headers(headers)
+            out_headers = replayed_headers(headers)
             if on_record is not None:
                 on_record(record, out_headers)
             if producer is not None:

@@ -48,3 +48,13 @@ def integer(raw: bytes | None) -> int | None:
         return int(raw)
     except ValueError:
         return None
+
+
+def replayed_headers(dlq_headers: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """The headers a dead letter carries back onto `webhooks.raw` when replayed: the ones the
+    ingress wrote, plus which record of a batch failed; the dlq-* headers stay behind."""
+    out = [(name, dlq_headers[name]) for name in RAW_HEADERS if name in dlq_headers]
+    index = integer(dlq_headers.get(DLQ_RECORD_INDEX))
+    if index is not None:
+        out.append((RECORD_INDEX, str(index).encode()))
+    return out

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.kafka.headers import replayed_headers as raw_headers
 from core.kafka.lag import _lag
-from ops.dlq import ReplayFilter, raw_headers
+from ops.dlq import ReplayFilter
 from ops.reading import ReadError, parse_from, resolve_topic
 from ops.tap import body_value
 
