@@ -13,6 +13,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "bad_json": (400, "The body is not valid JSON."),
     "not_object": (400, "The body must be a JSON object, an array of objects, or NDJSON "
                    "with one object per line."),
+    "bad_form": (400, "The form body cannot be read (bad percent-encoding, bad bytes for its "
+                 "charset, a malformed multipart body, or field names that conflict)."),
     "empty_body": (400, "The body is empty; send one JSON object, an array of objects, or "
                    "NDJSON."),
     "invalid_idempotency_key": (400, "The Idempotency-Key header must be 1 to 255 printable "
@@ -27,8 +29,9 @@ ERRORS: dict[str, tuple[int, str]] = {
     "automation_disabled": (409, "This automation is disabled; enable it in the control "
                             "plane to send it data."),
     "body_too_large": (413, "The body is larger than the limit."),
-    "unsupported_media_type": (415, "Send Content-Type application/json or "
-                               "application/x-ndjson."),
+    "unsupported_media_type": (415, "Send Content-Type application/json, "
+                               "application/x-ndjson, application/x-www-form-urlencoded or "
+                               "multipart/form-data (text fields only, no files)."),
     "rate_limited": (429, "Too many requests for this automation; retry after the number of "
                      "seconds in Retry-After."),
     "kafka_unavailable": (503, "The event could not be stored right now (Kafka is "

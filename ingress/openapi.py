@@ -10,6 +10,12 @@ from ingress.errors import ERRORS
 
 _JSON = "application/json"
 _NDJSON = "application/x-ndjson"
+_FORM = "application/x-www-form-urlencoded"
+_MULTIPART = "multipart/form-data"
+# A form is one record of text fields; bracketed names nest (`data[merges][FNAME]`).
+_FORM_SCHEMA = {"type": "object", "minProperties": 1,
+                "additionalProperties": {"oneOf": [
+                    {"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}
 
 
 def _error(*codes: str) -> dict[str, Any]:
@@ -38,13 +44,18 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                            "first and published once."}
     body = {
         "required": True,
-        "description": f"One object, an array of objects (a batch), or NDJSON; at most "
+        "description": f"One object, an array of objects (a batch), or NDJSON; or one "
+                       "record as a form (URL-encoded, or multipart with text fields only: a "
+                       "file part is refused with 415), its bracketed names nested "
+                       f"(`data[merges][FNAME]`) and its values texts; at most "
                        f"{settings.max_body_bytes} bytes.",
         "content": {
             _JSON: {"schema": {"oneOf": [
                 {"type": "object"}, {"type": "array", "items": {"type": "object"},
                                      "minItems": 1}]}},
             _NDJSON: {"schema": {"type": "string"}},
+            _FORM: {"schema": _FORM_SCHEMA},
+            _MULTIPART: {"schema": _FORM_SCHEMA},
         },
     }
     common_auth = {
@@ -71,7 +82,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             "content": {_JSON: {"schema": {
                                 "$ref": "#/components/schemas/Accepted"}}}},
                     **common_auth,
-                    "400": _error("bad_json", "not_object", "empty_body",
+                    "400": _error("bad_json", "not_object", "bad_form", "empty_body",
                                   "invalid_idempotency_key"),
                     "409": _error("automation_disabled"),
                     "429": _with_retry(_error("rate_limited")),
@@ -89,7 +100,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             "content": {_JSON: {"schema": {
                                 "$ref": "#/components/schemas/TestResult"}}}},
                     **common_auth,
-                    "400": _error("bad_json", "not_object"),
+                    "400": _error("bad_json", "not_object", "bad_form", "empty_body"),
                 },
             }},
             "/healthz": {"get": {"summary": "The process runs", "operationId": "healthz",

@@ -2,7 +2,7 @@
 
 Written against ASGI directly (see `Endpoint`): the body bytes are published as received
 (never re-encoded), and the answer is a few precomputed bytes. After the checks `Endpoint`
-makes: not empty (400) -> Idempotency-Key replay -> rate limit (429) -> JSON shape (400) ->
+makes: not empty (400) -> Idempotency-Key replay -> rate limit (429) -> body shape (400) ->
 Kafka (503, or 202 once the broker acknowledged).
 """
 

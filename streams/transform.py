@@ -119,8 +119,10 @@ class Transformer:
                               exc.detail, None)
 
         compiled = compile_automation(snapshot)
+        # A body that is its one record goes to the DLQ as received (a form must: its content
+        # type travels with it); a record of a JSON batch goes as that record's JSON.
         single = len(parsed) == 1 and fixed_index is None and (
-            body[:1] == b"{" or body.lstrip()[:1] == b"{")
+            body[:1] == b"{" or body.lstrip()[:1] != b"[")
         process = compiled.process
         out: list[Output] = []
         for i, record in enumerate(parsed):

@@ -43,7 +43,9 @@ def test_parse_body(body: bytes, content_type: str | None, expected: list[Any]) 
     (b"null", "application/json", "not_object", "null"),
     (b'{"a": 1}\n\n[1]', "application/x-ndjson", "not_object", "record 1 (line 3) is an array"),
     (b'{"a": 1}', "text/plain", "unsupported_media_type", "application/json"),
-    (b"a=1", "application/x-www-form-urlencoded", "unsupported_media_type", "not supported"),
+    (b"a=1", "multipart/mixed; boundary=x", "unsupported_media_type", "not supported"),
+    (b"a=1", "application/x-www-form-urlencoded; charset=utf-16", "unsupported_media_type",
+     "ASCII-compatible"),
     (b'{"a": 1}', "application/json; charset=latin-1", "unsupported_media_type", "UTF-8"),
 ])
 def test_parse_body_errors(body: bytes, content_type: str | None, code: str,

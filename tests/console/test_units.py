@@ -127,6 +127,19 @@ def test_discovery_types_examples_and_fitting_variables() -> None:
     assert discover([_sample("not json")], "exclude", []) == []
 
 
+def test_discovery_reads_form_samples_as_dotted_paths() -> None:
+    form = Sample((0, 0), 10**12, "application/x-www-form-urlencoded",
+                  "data[email]=a%40x.nl&data[merges][AGE]=36&tag=a&tag=b", False, 200, {})
+    parts = Sample((0, 1), 10**12, "multipart/form-data; boundary=b",
+                   '--b\r\nContent-Disposition: form-data; name="fields[day]"\r\n\r\n'
+                   "05-03-2024\r\n--b--\r\n", False, 200, {})
+    by = {f.path: f for f in discover([form, parts], "exclude", [])}
+    assert list(by) == ["data.email", "data.merges.AGE", "tag.0", "tag.1", "fields.day"]
+    assert (by["data.email"].type, by["data.merges.AGE"].type, by["fields.day"].type) == (
+        "email", "text (number)", "date")
+    assert by["data.merges.AGE"].fits(Variable("n", "number"))
+
+
 def test_count_window_sums_the_last_day_in_buckets() -> None:
     w = CountWindow()
     now = 100 * DAY_MS

@@ -89,3 +89,34 @@ def test_error_ids_are_stable_so_reprocessing_records_each_failure_once() -> Non
     assert error["record_index"] is None and error["source"] == "streams"
     _dlq, again = t.transform(raw({"email": "a@example.com"}, automation="nope"))
     assert codec.decode_as("AutomationError", again.value)["error_id"] == error["error_id"]
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def test_a_form_body_is_one_record_with_typed_values() -> None:
+    t = transformer(a1=make_snapshot("a1"))
+    [out] = t.transform(raw(b"email=ann%40example.com&name=Ann&age=42&member=ja"
+                            b"&address[city]=Ede", content_type=FORM))
+    inv = codec.decode_as("InvitationRequested", out.value)
+    assert out.topic == TOPICS.due and inv["email"] == "ann@example.com"
+    assert inv["variables"] == {"name": "Ann", "age": 42, "member": True, "city": "Ede"}
+
+
+def test_a_failing_form_goes_to_the_dlq_as_received_so_a_replay_reads_it_again() -> None:
+    t = transformer(a1=make_snapshot("a1"))
+    body = b"email=ann%40example.com&age=old"
+    dlq, _err = t.transform(raw(body, content_type=FORM))
+    assert dlq.value == body and dict(dlq.headers)["content-type"] == FORM.encode()
+    assert dict(dlq.headers)["dlq-reason"] == b"type_mismatch"
+    # The replay (record-index from dlq-record-index) parses the same bytes the same way.
+    fixed = replace(make_snapshot("a1"), mapping=make_snapshot("a1").mapping[:1])
+    [out] = transformer(a1=fixed).transform(raw(body, content_type=FORM, record_index=0))
+    assert codec.decode_as("InvitationRequested", out.value)["email"] == "ann@example.com"
+
+
+def test_a_form_the_worker_cannot_read_is_a_dead_letter_with_the_reason() -> None:
+    t = transformer(a1=make_snapshot("a1"))
+    dlq, err = t.transform(raw(b"email=a%zz", content_type=FORM))
+    assert dict(dlq.headers)["dlq-reason"] == b"bad_form" and dlq.value == b"email=a%zz"
+    assert "byte 7" in codec.decode_as("AutomationError", err.value)["detail"]
