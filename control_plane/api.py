@@ -502,9 +502,9 @@ def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:
     @router.post("/automations/{automation_id}/dry-run", tags=["automations"],
                  responses=NOT_FOUND, openapi_extra={"requestBody": {
                      "required": True, "description": "A sample body, as the integrator "
-                     "would send it: a JSON object, an array of objects, or NDJSON",
-                     "content": {"application/json": {"schema": {}},
-                                 "application/x-ndjson": {"schema": {"type": "string"}}}}})
+                     "would send it: a JSON object, an array of objects, or NDJSON (with "
+                     "Content-Type application/x-ndjson)",
+                     "content": {"application/json": {"schema": {}}}}})
     async def dry_run_sample(automation_id: str, request: Request) -> dict[str, Any]:
         """What the automation as saved would do with a sample body: the domain's dry run on
         the snapshot built from the store (the one the ingress and the worker get), without
