@@ -64,7 +64,7 @@ kafka-stop: install
 
 bench-ingress: install
 	command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the benchmark"; apt-get update -qq && apt-get install -y -qq wrk; }
-	$(BIN)/python bench/ingress.py
+	$(BIN)/python bench/ingress.py $(if $(filter 1,$(BENCH_SIGNED)),--signed)
 
 bench-streams: install
 	$(BIN)/python bench/streams.py

@@ -22,9 +22,12 @@ def error_id(identity: Sequence[object]) -> str:
 def automation_error(*, identity: Sequence[object], automation_id: str, kind: str,
                      detail: str, source: str, at_ms: int, field: str | None = None,
                      event_id: str | None = None, record_index: int | None = None,
-                     invitation_id: str | None = None) -> dict[str, Any]:
+                     invitation_id: str | None = None, count: int = 1,
+                     since_ms: int | None = None) -> dict[str, Any]:
     """An AutomationError record for `codec.encode("AutomationError", ...)`. `detail` is a
-    sentence that names fields, never a respondent's values."""
+    sentence that names fields, never a respondent's values. A count of like errors (the
+    ingress's refused requests) gives `count` and the interval `since_ms`..`at_ms`."""
     return {"error_id": error_id(identity), "automation_id": automation_id, "kind": kind,
             "detail": detail, "source": source, "field": field, "event_id": event_id,
-            "record_index": record_index, "invitation_id": invitation_id, "at": at_ms}
+            "record_index": record_index, "invitation_id": invitation_id, "at": at_ms,
+            "count": count, "since": since_ms}

@@ -43,6 +43,18 @@ class ApiKeyHash:
     expires_at: datetime | None = None  # set on the old key after a rotation (grace period)
 
 
+# --- signed webhooks (issue 16, item 1) ---------------------------------------------------
+@dataclass(frozen=True)
+class SealedSecret:
+    """A webhook signing secret, sealed (`automations.signing.SecretBox`): only the control
+    plane and the ingress, which hold HOOKSTREAM_SECRETS_KEY, can open it."""
+
+    id: str
+    sealed: str
+    expires_at: datetime | None = None  # set on the old secret after a rotation (grace period)
+# --- end signed webhooks -------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class AutomationSnapshot:
     id: str
@@ -64,6 +76,11 @@ class AutomationSnapshot:
     api_keys: tuple[ApiKeyHash, ...]
     updated_at: datetime
     disabled_reason: str | None = None
+    # --- signed webhooks (issue 16, item 1): automations.signing ---
+    auth_mode: str = "key"  # key | signature | both
+    signature_scheme: str = "standard"  # standard | stripe | shopify | github
+    signing_secrets: tuple[SealedSecret, ...] = ()
+    # --- end signed webhooks ---
     _variables_by_name: dict[str, Variable] = field(default_factory=dict, compare=False,
                                                     repr=False)
 
@@ -92,6 +109,10 @@ class AutomationSnapshot:
             "error_recipients": list(self.error_recipients),
             "api_keys": [{"sha256": k.sha256, "expires_at": k.expires_at} for k in self.api_keys],
             "updated_at": self.updated_at,
+            # signed webhooks (issue 16, item 1)
+            "auth_mode": self.auth_mode, "signature_scheme": self.signature_scheme,
+            "signing_secrets": [{"id": x.id, "sealed": x.sealed, "expires_at": x.expires_at}
+                                for x in self.signing_secrets],
         }
 
     @classmethod
@@ -114,6 +135,11 @@ class AutomationSnapshot:
             api_keys=tuple(ApiKeyHash(k["sha256"], _aware(k.get("expires_at")))
                            for k in r["api_keys"]),
             updated_at=_aware(r["updated_at"]) or datetime.now(UTC),
+            # signed webhooks (issue 16, item 1)
+            auth_mode=r.get("auth_mode") or "key",
+            signature_scheme=r.get("signature_scheme") or "standard",
+            signing_secrets=tuple(SealedSecret(x["id"], x["sealed"], _aware(x.get("expires_at")))
+                                  for x in r.get("signing_secrets") or ()),
         )
 
 

@@ -11,6 +11,12 @@ Knobs (environment): BENCH_RUNS (7), BENCH_SECONDS (5), BENCH_CONNECTIONS (50),
 BENCH_SERVER (granian|uvicorn), BENCH_WARMUP (15 s); HOOKSTREAM_INGRESS_PRODUCERS,
 HOOKSTREAM_INGRESS_CLIENT and HOOKSTREAM_INGRESS_LINGER_MS are passed on to both servers.
 
+`--signed` (or BENCH_SIGNED=1; `make bench-ingress BENCH_SIGNED=1`): the automation takes
+Standard Webhooks signatures only, and every request is signed with its own webhook-id (wrk
+reads them from a file written just before each run, so none is a replay): the cost of the
+HMAC and of remembering each webhook-id in the idempotency store. The line then starts with
+`signed`; both servers (real and baseline) verify, so `ratio` is still Kafka's share.
+
 The machine is shared and noisy (the baseline alone swings by a third between runs), so
 each run measures both servers back to back, alternating which goes first, and `ratio` is
 the median of the runs' own ratios (each against the baseline of the same run); the other
@@ -20,7 +26,9 @@ figures are medians too. stderr shows every run.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import os
 import re
 import shutil
@@ -29,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -37,7 +46,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automations.snapshot import ApiKeyHash  # noqa: E402
+from automations.signing import SecretBox, generate  # noqa: E402
+from automations.snapshot import ApiKeyHash, SealedSecret  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from hookstream.local.kafka import free_port, named_or_scratch_broker  # noqa: E402
 from tests.ingress.conftest import make_snapshot, new_key, publish_snapshots, sha  # noqa: E402
@@ -47,6 +57,10 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 SERVER = os.environ.get("BENCH_SERVER", "granian")
 WARMUP = int(os.environ.get("BENCH_WARMUP", "15"))
+SIGNED = os.environ.get("BENCH_SIGNED", "") == "1" or "--signed" in sys.argv[1:]
+SECRETS_KEY = "bench-secrets-key"
+# Signed requests wrk may send in one run at most (ids beyond it would repeat: replays).
+SIGNED_PER_SECOND = 15_000
 # Server knobs a bench run may vary (the baseline gets them too).
 PASS_THROUGH = ("HOOKSTREAM_INGRESS_PRODUCERS", "HOOKSTREAM_INGRESS_CLIENT",
                 "HOOKSTREAM_INGRESS_LINGER_MS")
@@ -76,8 +90,62 @@ wrk.headers["X-API-Key"] = "{key}"
 """
 
 
-def run_wrk(wrk: str, url: str, script: Path, seconds: int) -> tuple[float, float]:
+SIGNED_LUA = """
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["webhook-timestamp"] = "{timestamp}"
+local ids, sigs, n, i = {{}}, {{}}, 0, 0
+for line in io.lines("{data}") do
+  local id, sig = line:match("^(%S+) (.+)$")
+  n = n + 1
+  ids[n] = id
+  sigs[n] = sig
+end
+request = function()
+  i = i % n + 1
+  wrk.headers["webhook-id"] = ids[i]
+  wrk.headers["webhook-signature"] = sigs[i]
+  return wrk.format()
+end
+"""
+
+
+class Scripts:
+    """The wrk script of each kind of request; signed ones anew before every run."""
+
+    def __init__(self, tmp: Path, key: str, secret: str | None, bodies: dict[str, bytes]) -> None:
+        self.tmp = tmp
+        self.key = key
+        self.secret = secret
+        self.bodies = bodies
+        self.runs = 0
+
+    def __call__(self, kind: str, seconds: int) -> Path:
+        body = self.bodies[kind]
+        path = self.tmp / f"{kind}.lua"
+        if self.secret is None:
+            path.write_text(LUA.format(body=body.decode(), key=self.key))
+            return path
+        self.runs += 1
+        ts = str(int(time.time()))
+        signer = hmac.new(base64.b64decode(self.secret.removeprefix("whsec_")), digestmod="sha256")
+        data = self.tmp / f"{kind}.signatures"
+        with data.open("w") as out:
+            for i in range(SIGNED_PER_SECOND * seconds):
+                msg_id = f"msg_{self.runs}_{i}"
+                mac = signer.copy()
+                mac.update(f"{msg_id}.{ts}.".encode() + body)
+                out.write(f"{msg_id} v1,{base64.b64encode(mac.digest()).decode()}\n")
+        path.write_text(SIGNED_LUA.format(body=body.decode(), timestamp=ts, data=data))
+        return path
+
+
+def run_wrk(wrk: str, url: str, script: Path | Scripts, seconds: int,
+            kind: str = "single") -> tuple[float, float]:
     """(requests per second, p99 latency in ms); non-2xx answers make the run invalid."""
+    if isinstance(script, Scripts):
+        script = script(kind, seconds)
     out = subprocess.run([wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
                           "-s", str(script), url], capture_output=True, text=True, check=True)
     text = out.stdout
@@ -136,6 +204,11 @@ def main() -> None:
         topics = Topics(f"bench{int(time.time())}.")
         key = new_key()
         snap = make_snapshot(keys=[ApiKeyHash(sha(key))])
+        secret = generate() if SIGNED else None
+        if secret is not None:
+            box = SecretBox(SECRETS_KEY)
+            snap = replace(snap, auth_mode="signature", signing_secrets=(
+                SealedSecret("bench", box.seal(secret, snap.id)),))
 
         async def prepare() -> None:
             await ensure_topics(bootstrap, topics, 3)
@@ -148,7 +221,7 @@ def main() -> None:
                     "HOOKSTREAM_TOPIC_PREFIX": topics.prefix,
                     "HOOKSTREAM_VAR_DIR": str(tmp / "var"),
                     "HOOKSTREAM_RATE_LIMIT": "10000000", "HOOKSTREAM_RATE_BURST": "10000000",
-                    "HOOKSTREAM_LOG_LEVEL": "WARNING"})
+                    "HOOKSTREAM_SECRETS_KEY": SECRETS_KEY, "HOOKSTREAM_LOG_LEVEL": "WARNING"})
         real = Server(INGRESS, env, tmp / "ingress.log")
         baseline = Server(BASELINE, env, tmp / "baseline.log")
         servers += [real, baseline]
@@ -159,9 +232,7 @@ def main() -> None:
         batch = orjson.dumps([{"email": f"r{i}@example.com", "first_name": "Ann", "age": i,
                                "country": "NL", "customer": {"city": "Utrecht"}}
                               for i in range(100)])
-        single_lua, batch_lua = tmp / "single.lua", tmp / "batch.lua"
-        single_lua.write_text(LUA.format(body=one.decode(), key=key))
-        batch_lua.write_text(LUA.format(body=batch.decode(), key=key))
+        scripts = Scripts(tmp, key, secret, {"single": one, "batch": batch})
         url = f"/v1/hooks/{snap.id}"
         real_url = f"http://127.0.0.1:{real.port}{url}"
         base_url = f"http://127.0.0.1:{baseline.port}{url}"
@@ -169,16 +240,16 @@ def main() -> None:
         # takes a fifth of a core for 10-20 s under this load; a 6 s warm-up left that in
         # the first runs of the published path only (its ratio 0.1 lower).
         # Then one whole unrecorded run: the first recorded run was still the lowest.
-        run_wrk(wrk, real_url, single_lua, WARMUP)
+        run_wrk(wrk, real_url, scripts, WARMUP)
         ing, base, p99s, events, ratios = [], [], [], [], []
         for i in range(-1, RUNS):
             if i % 2 == 0:
-                b_rps, _ = run_wrk(wrk, base_url, single_lua, SECONDS)
-                r_rps, p99 = run_wrk(wrk, real_url, single_lua, SECONDS)
+                b_rps, _ = run_wrk(wrk, base_url, scripts, SECONDS)
+                r_rps, p99 = run_wrk(wrk, real_url, scripts, SECONDS)
             else:
-                r_rps, p99 = run_wrk(wrk, real_url, single_lua, SECONDS)
-                b_rps, _ = run_wrk(wrk, base_url, single_lua, SECONDS)
-            batch_rps, _ = run_wrk(wrk, real_url, batch_lua, SECONDS)
+                r_rps, p99 = run_wrk(wrk, real_url, scripts, SECONDS)
+                b_rps, _ = run_wrk(wrk, base_url, scripts, SECONDS)
+            batch_rps, _ = run_wrk(wrk, real_url, scripts, SECONDS, "batch")
             if i < 0:
                 continue  # the warm-up run
             ratios.append(r_rps / b_rps)
@@ -191,7 +262,8 @@ def main() -> None:
                   f"p99_ms={p99:.1f}", file=sys.stderr)
         ingress_rps = statistics.median(ing)
         baseline_rps = statistics.median(base)
-        print(f"ingress_rps={ingress_rps:.0f} baseline_rps={baseline_rps:.0f} "
+        print(("signed " if SIGNED else "") +
+              f"ingress_rps={ingress_rps:.0f} baseline_rps={baseline_rps:.0f} "
               f"ratio={statistics.median(ratios):.2f} "
               f"batch_events_per_s={statistics.median(events):.0f} "
               f"p99_ms={statistics.median(p99s):.1f}")

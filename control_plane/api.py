@@ -29,14 +29,19 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
+from automations import signing
+from automations.bodies import BodyError, parse_body
+from automations.dry_run import dry_run
+from automations.signing import SecretBox
 from control_plane import api_models as m
 from control_plane import api_reads, console, listing, service, views
 from control_plane.activity import Activity
-from control_plane.errors import DomainError, Problem, summarize
+from control_plane.errors import DomainError, Invalid, Problem, summarize
 from control_plane.migrations import migrate
 from control_plane.publisher import ConfigPublisher
 from control_plane.reconcile import republish_all, republish_ids
 from control_plane.service import Changes
+from control_plane.snapshots import build_snapshot
 from control_plane.store.unit import Store
 from core.kafka.topics import Topics, ensure_topics
 from core.serving import probe_routes
@@ -118,6 +123,7 @@ class AdminBackend:
         self.topics = Topics(settings.topic_prefix)
         self.store: Store | None = None
         self.publisher = ConfigPublisher(settings.kafka_bootstrap, self.topics.config)
+        self.box = SecretBox(settings.secrets_key.get_secret_value())  # signing secrets
         self.lock = asyncio.Lock()
         self.ready = False
 
@@ -397,9 +403,14 @@ def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:
     @router.post("/automations", status_code=201, response_model=m.AutomationCreated,
                  tags=["automations"], responses=UNPUBLISHED)
     async def create_automation(data: m.AutomationIn) -> m.AutomationCreated:
+        given = data.authentication.signing_secret
+        generated = (signing.generate() if given is None
+                     and signing.needs_signature(data.authentication.mode) else None)
+
         def work(s: Session) -> tuple[m.AutomationCreated, Changes]:
-            a, key, changes = service.create_automation(s, data, now())
-            return views.automation_created(a, key), changes
+            a, key, changes = service.create_automation(s, data, now(), box=cp.box,
+                                                        signing_secret=given or generated)
+            return views.automation_created(a, key, generated), changes
         return await cp.write(work)
 
     @router.get("/automations", response_model=m.AutomationList, tags=["automations"])
@@ -468,6 +479,49 @@ def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:
             return m.KeyRotated(api_key=key, previous_keys_expire_at=expiry,
                                 version=a.version), changes
         return await cp.write(work)
+
+    @router.post("/automations/{automation_id}/signing-secrets",
+                 response_model=m.SigningSecretRotated, tags=["automations"],
+                 responses={**NOT_FOUND, **UNPUBLISHED})
+    async def rotate_signing_secret(
+            automation_id: str,
+            data: m.SigningSecretIn | None = Body(default=None)) -> m.SigningSecretRotated:
+        """A new webhook signing secret, shown this once (or the sender's own, given as
+        `secret`); signatures made with the previous one still verify for the grace period."""
+        grace = cp.settings.key_grace_seconds
+        given = data.secret if data is not None else None
+
+        def work(s: Session) -> tuple[m.SigningSecretRotated, Changes]:
+            a, secret, expiry, changes = service.rotate_signing_secret(
+                s, automation_id, cp.box, grace, now(), given)
+            return m.SigningSecretRotated(signing_secret=secret,
+                                          previous_secrets_expire_at=expiry,
+                                          version=a.version), changes
+        return await cp.write(work)
+
+    @router.post("/automations/{automation_id}/dry-run", tags=["automations"],
+                 responses=NOT_FOUND, openapi_extra={"requestBody": {
+                     "required": True, "description": "A sample body, as the integrator "
+                     "would send it: a JSON object, an array of objects, or NDJSON (with "
+                     "Content-Type application/x-ndjson)",
+                     "content": {"application/json": {"schema": {}}}}})
+    async def dry_run_sample(automation_id: str, request: Request) -> dict[str, Any]:
+        """What the automation as saved would do with a sample body: the domain's dry run on
+        the snapshot built from the store (the one the ingress and the worker get), without
+        the integrator's key and without sending anything. The same answer as the ingress's
+        `POST /v1/hooks/{id}/test` with a body, minus the console's sample feed."""
+        raw = await request.body()
+        if len(raw) > cp.settings.max_body_bytes:
+            raise Invalid([Problem("body", f"is larger than {cp.settings.max_body_bytes} "
+                                   "bytes", "body_too_large")])
+        try:
+            records = parse_body(raw, request.headers.get("content-type"))
+        except BodyError as exc:
+            raise Invalid([Problem("body", exc.detail, exc.code)]) from None
+        snap = await cp.read(lambda s: build_snapshot(service.get_automation(s, automation_id)))
+        return {"automation": {"id": snap.id, "name": snap.name, "enabled": snap.enabled,
+                               "survey": snap.survey_name},
+                "dry_run": dry_run(snap, records), "published": False}
 
     @router.get("/automations/{automation_id}/errors", response_model=m.AutomationErrorList,
                 tags=["automations"], responses=NOT_FOUND)

@@ -243,6 +243,59 @@ Mapping = Annotated[list[MappingIn], Field(max_length=1000), AfterValidator(_uni
 DelayDays = Annotated[int, Field(ge=0, le=3650, description="Days to wait before inviting")]
 
 
+# --- signed webhooks (issue 16, item 1): automations.signing -------------------------------
+AuthMode = Literal["key", "signature", "both"]
+SignatureScheme = Literal["standard", "stripe", "shopify", "github"]
+SigningSecretText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class AuthenticationSettings(Strict):
+    """How the ingress authenticates this automation's webhooks."""
+
+    mode: AuthMode = Field(default="key", description="key: the API key only; signature: a "
+                           "valid signature only; both: the key and a valid signature")
+    signature_scheme: SignatureScheme = Field(
+        default="standard", description="standard (Standard Webhooks: webhook-id, "
+        "webhook-timestamp, webhook-signature), stripe (Stripe-Signature), shopify "
+        "(X-Shopify-Hmac-Sha256) or github (X-Hub-Signature-256)")
+
+
+class AuthenticationIn(AuthenticationSettings):
+    signing_secret: SigningSecretText | None = Field(
+        default=None, description="Only when the mode needs a signature: the sender's own "
+        "secret (Stripe and Shopify make theirs); left out, one is generated and returned "
+        "once as `signing_secret`")
+
+
+class SigningSecretIn(Strict):
+    secret: SigningSecretText | None = Field(
+        default=None, description="The sender's own secret; left out, one is generated "
+        "(whsec_ + base64 of 32 random bytes) and returned once")
+
+
+class SigningSecretOut(BaseModel):
+    """Secret metadata; the secret itself is only ever shown once."""
+
+    id: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class AuthenticationOut(BaseModel):
+    mode: AuthMode = "key"
+    signature_scheme: SignatureScheme = "standard"
+    signing_secrets: list[SigningSecretOut] = Field(
+        default_factory=list, description="Current and rotated-out (in grace) secrets")
+
+
+class SigningSecretRotated(BaseModel):
+    signing_secret: str = Field(description="The new signing secret, shown this once")
+    previous_secrets_expire_at: datetime | None = Field(
+        description="Until then signatures made with the previous secret still verify")
+    version: int
+# --- end signed webhooks -------------------------------------------------------------------
+
+
 class AutomationIn(Strict):
     name: Name
     survey_id: Annotated[str, StringConstraints(max_length=64), AfterValidator(storable)]
@@ -254,6 +307,7 @@ class AutomationIn(Strict):
     delay_days: DelayDays = 0
     enabled: bool = True
     error_notifications: ErrorNotificationsIn = Field(default_factory=ErrorNotificationsIn)
+    authentication: AuthenticationIn = Field(default_factory=AuthenticationIn)  # signed webhooks
 
 
 class AutomationPatch(Strict):
@@ -272,9 +326,11 @@ class AutomationPatch(Strict):
     delay_days: DelayDays | None = None
     enabled: bool | None = None
     error_notifications: ErrorNotificationsIn | None = None
+    authentication: AuthenticationSettings | None = None  # signed webhooks; secrets: rotate
 
     @field_validator("name", "survey_id", "message_id", "email_field", "fields", "mapping",
-                     "delay_days", "enabled", "error_notifications", mode="before")
+                     "delay_days", "enabled", "error_notifications", "authentication",
+                     mode="before")
     @classmethod
     def _not_null(cls, v: Any) -> Any:
         # Defaults are not validated, so this only sees an explicit null.
@@ -325,6 +381,7 @@ class AutomationOut(BaseModel):
     disabled_reason: str | None
     error_notifications: ErrorNotificationsOut
     api_keys: list[ApiKeyOut]
+    authentication: AuthenticationOut = Field(default_factory=AuthenticationOut)
     version: int
     webhook_path: str = Field(description="Where the integrator POSTs (on the ingress)")
     created_at: datetime
@@ -333,6 +390,9 @@ class AutomationOut(BaseModel):
 
 class AutomationCreated(AutomationOut):
     api_key: str = Field(description="The integrator's key, shown this once: store it now")
+    signing_secret: str | None = Field(
+        default=None, description="Signed webhooks: the signing secret, shown this once "
+        "(null when the mode is key, or the secret was given)")
 
 
 class AutomationList(BaseModel):
@@ -359,6 +419,10 @@ class AutomationErrorOut(BaseModel):
     record_index: int | None
     invitation_id: str | None
     at: datetime
+    count: int = Field(default=1, description="How many times: 1, except for the ingress's "
+                       "counts of refused requests (source ingress, kind refused_<code>)")
+    since: datetime | None = Field(default=None, description="For a count: the start of "
+                                   "the counted interval (it ends at `at`)")
 
 
 class AutomationErrorList(BaseModel):

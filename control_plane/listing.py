@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import Select, and_, func, inspect, or_, select
+from sqlalchemy import Select, and_, func, inspect, literal, null, or_, select
 from sqlalchemy.orm import Session
 
 from control_plane.errors import Invalid, Problem
@@ -123,15 +123,27 @@ def automations(s: Session, *, limit: int = DEFAULT_LIMIT, cursor: str | None = 
 
 
 # --- the notifier's tables, read through column lists --------------------------------------
+def _error_columns(s: Session) -> list[Any]:
+    """The columns of `automation_errors` to select: `count` and `since` (the ingress's counts,
+    notifier migration 0102_error_counts) read as 1 and null from a notifier not yet there."""
+    present = {c["name"] for c in inspect(s.connection()).get_columns(AUTOMATION_ERRORS.name)}
+    e = AUTOMATION_ERRORS.c
+    out: list[Any] = [c for c in e if c.name not in ("count", "since")]
+    out.append(e.count if "count" in present else literal(1).label("count"))
+    out.append(e.since if "since" in present else null().label("since"))
+    return out
+
+
 def errors(s: Session, automation_id: str, *, limit: int = DEFAULT_LIMIT,
            cursor: str | None = None, kind: str | None = None) -> Page[Any]:
-    """An automation's errors, newest first."""
+    """An automation's errors, newest first (the ingress's counts of refused requests among
+    them, one row per interval with its `count`)."""
     get_automation(s, automation_id)
     key = decode_cursor(cursor, (datetime, str))
     if not _has(s, AUTOMATION_ERRORS.name):
         return Page([], None)
     e = AUTOMATION_ERRORS.c
-    q = select(AUTOMATION_ERRORS).where(e.automation_id == automation_id) \
+    q = select(*_error_columns(s)).where(e.automation_id == automation_id) \
         .order_by(e.at.desc(), e.id.desc())
     if kind:
         q = q.where(e.kind == kind)
@@ -145,12 +157,15 @@ def error_kinds(s: Session, automation_id: str, since: datetime) -> list[tuple[s
     if not _has(s, AUTOMATION_ERRORS.name):
         return []
     e = AUTOMATION_ERRORS.c
-    counts = s.execute(select(e.kind, func.count(), func.max(e.at))
+    columns = _error_columns(s)
+    # A row of the ingress's counts stands for `count` refused requests.
+    n_of = func.sum(func.coalesce(columns[-2], 1))
+    counts = s.execute(select(e.kind, n_of, func.max(e.at))
                        .where(e.automation_id == automation_id, e.at >= since)
-                       .group_by(e.kind).order_by(func.count().desc(), e.kind)).all()
+                       .group_by(e.kind).order_by(n_of.desc(), e.kind)).all()
     out = []
     for kind, n, _newest in counts:
-        example = s.execute(select(AUTOMATION_ERRORS).where(
+        example = s.execute(select(*columns).where(
             e.automation_id == automation_id, e.kind == kind).order_by(e.at.desc())
             .limit(1)).first()
         out.append((kind, int(n), example))

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Row, inspect, select
 from sqlalchemy.orm import Session
 
-from automations import keys
+from automations import keys, signing
 from automations.snapshot import AutomationSnapshot
 from control_plane import api_models as m
 from control_plane.errors import Conflict, Invalid, NotFound, Problem
@@ -28,8 +28,10 @@ from control_plane.store.models import (
     Automation,
     MappingRow,
     Message,
+    SigningSecret,
     Survey,
     SurveyVariable,
+    new_id,
 )
 
 T = TypeVar("T")
@@ -238,12 +240,18 @@ def _set_mapping(s: Session, a: Automation, mapping: list[m.MappingIn]) -> None:
                      for i, x in enumerate(mapping))
 
 
-def create_automation(s: Session, data: m.AutomationIn,
-                      now: datetime) -> tuple[Automation, str, Changes]:
+def create_automation(s: Session, data: m.AutomationIn, now: datetime, *,
+                      box: signing.SecretBox | None = None,
+                      signing_secret: str | None = None) -> tuple[Automation, str, Changes]:
+    """A new automation and its API key. `signing_secret` (sealed with `box`) is its first
+    webhook signing secret; a mode that needs signatures needs one."""
     survey = _ref(s, Survey, data.survey_id, "survey_id", "survey")
     message = _ref(s, Message, data.message_id, "message_id", "message")
     api_key = keys.generate()
     a = Automation(
+        id=new_id(),  # before the flush: a signing secret is sealed to it
+        auth_mode=data.authentication.mode,
+        signature_scheme=data.authentication.signature_scheme,
         name=data.name, survey=survey, message=message, email_field=data.email_field,
         fields_mode=data.fields.mode, fields_paths=list(data.fields.paths),
         filters=data.filters, delay_days=data.delay_days, enabled=data.enabled,
@@ -253,6 +261,10 @@ def create_automation(s: Session, data: m.AutomationIn,
         version=1, created_at=now, updated_at=now,
         api_keys=[ApiKey(sha256=keys.hash_key(api_key), created_at=now)],
     )
+    if signing_secret is not None:
+        _add_signing_secret(a, _box(box), signing_secret, now, 0.0,
+                            field_name="authentication.signing_secret")
+    _check_authentication(a, now)
     s.add(a)
     _set_mapping(s, a, data.mapping)
     s.flush()
@@ -300,6 +312,10 @@ def update_automation(s: Session, automation_id: str, data: m.AutomationPatch,
     if data.error_notifications is not None:
         a.error_notifications_enabled = data.error_notifications.enabled
         a.error_recipients = list(data.error_notifications.recipients)
+    if data.authentication is not None:
+        a.auth_mode = data.authentication.mode
+        a.signature_scheme = data.authentication.signature_scheme
+        _check_authentication(a, now)
     return a, _refresh(s, [a], now, primary=a)
 
 
@@ -327,6 +343,57 @@ def rotate_key(s: Session, automation_id: str, grace_seconds: float,
     api_key = keys.generate()
     a.api_keys.append(ApiKey(sha256=keys.hash_key(api_key), created_at=now))
     return a, api_key, previous_expiry, _refresh(s, [a], now, primary=a)
+
+
+# --- signed webhooks (issue 16, item 1) ---------------------------------------------------
+def _box(box: signing.SecretBox | None) -> signing.SecretBox:
+    if box is None:
+        raise RuntimeError("a signing secret needs the SecretBox (HOOKSTREAM_SECRETS_KEY)")
+    return box
+
+
+def _current_secrets(a: Automation, now: datetime) -> list[SigningSecret]:
+    return [x for x in a.signing_secrets if x.expires_at is None or x.expires_at > now]
+
+
+def _check_authentication(a: Automation, now: datetime) -> None:
+    if signing.needs_signature(a.auth_mode) and not _current_secrets(a, now):
+        raise Invalid([Problem(
+            "authentication.mode", f"{a.auth_mode!r} needs a signing secret: create one first "
+            "(POST /v1/automations/{id}/signing-secrets, or `hookstream automations "
+            "rotate-secret`)", "no_signing_secret")])
+
+
+def _add_signing_secret(a: Automation, box: signing.SecretBox, secret: str, now: datetime,
+                        grace_seconds: float, *, field_name: str) -> datetime | None:
+    """Seal `secret` onto `a`; the current secrets expire after `grace_seconds`, long-expired
+    ones go. Returns when the previous secrets stop verifying (None: there were none)."""
+    why = signing.check_secret(a.signature_scheme, secret)
+    if why is not None:
+        raise Invalid([Problem(field_name, why, "invalid_secret")])
+    expiry = keys.grace_expiry(grace_seconds, now)
+    previous: datetime | None = None
+    for x in list(a.signing_secrets):
+        if x.expires_at is not None and x.expires_at <= now:
+            a.signing_secrets.remove(x)
+            continue
+        if x.expires_at is None or x.expires_at > expiry:
+            x.expires_at = expiry
+        previous = max(previous or x.expires_at, x.expires_at)
+    a.signing_secrets.append(SigningSecret(sealed=box.seal(secret, a.id), created_at=now))
+    return previous
+
+
+def rotate_signing_secret(s: Session, automation_id: str, box: signing.SecretBox,
+                          grace_seconds: float, now: datetime, secret: str | None = None,
+                          ) -> tuple[Automation, str, datetime | None, Changes]:
+    """A new signing secret (generated, or the sender's own `secret`); the current one keeps
+    verifying `grace_seconds` more, so a sender can switch without a refused request."""
+    a = get_automation(s, automation_id)
+    new_secret = secret if secret is not None else signing.generate()
+    previous = _add_signing_secret(a, box, new_secret, now, grace_seconds, field_name="secret")
+    return a, new_secret, previous, _refresh(s, [a], now, primary=a)
+# --- end signed webhooks -------------------------------------------------------------------
 
 
 def delete_automation(s: Session, automation_id: str) -> Changes:

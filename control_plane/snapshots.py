@@ -7,6 +7,7 @@ from automations.snapshot import (
     AutomationSnapshot,
     FieldMapping,
     MessageTemplate,
+    SealedSecret,
     Variable,
 )
 from control_plane.store.models import Automation
@@ -36,4 +37,9 @@ def build_snapshot(a: Automation) -> AutomationSnapshot:
         error_recipients=tuple(a.error_recipients or ()),
         api_keys=tuple(ApiKeyHash(k.sha256, k.expires_at) for k in a.api_keys),
         updated_at=a.updated_at,
+        # signed webhooks (issue 16, item 1): sealed, as stored; the ingress opens them
+        auth_mode=a.auth_mode or "key",
+        signature_scheme=a.signature_scheme or "standard",
+        signing_secrets=tuple(SealedSecret(x.id, x.sealed, x.expires_at)
+                              for x in a.signing_secrets),
     )

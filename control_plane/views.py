@@ -41,6 +41,12 @@ def automation_fields(a: Automation) -> dict[str, object]:
                                                     recipients=list(a.error_recipients or ())),
         api_keys=[m.ApiKeyOut(id=k.id, created_at=k.created_at, expires_at=k.expires_at)
                   for k in a.api_keys],
+        authentication=m.AuthenticationOut(  # signed webhooks
+            mode=a.auth_mode or "key",  # type: ignore[arg-type]
+            signature_scheme=a.signature_scheme or "standard",  # type: ignore[arg-type]
+            signing_secrets=[m.SigningSecretOut(id=x.id, created_at=x.created_at,
+                                                expires_at=x.expires_at)
+                             for x in a.signing_secrets]),
         version=a.version, webhook_path=f"/v1/hooks/{a.id}",
         created_at=a.created_at, updated_at=a.updated_at,
     )
@@ -50,12 +56,15 @@ def automation_out(a: Automation) -> m.AutomationOut:
     return m.AutomationOut(**automation_fields(a))  # type: ignore[arg-type]
 
 
-def automation_created(a: Automation, api_key: str) -> m.AutomationCreated:
-    return m.AutomationCreated(**automation_fields(a), api_key=api_key)  # type: ignore[arg-type]
+def automation_created(a: Automation, api_key: str,
+                       signing_secret: str | None = None) -> m.AutomationCreated:
+    return m.AutomationCreated(**automation_fields(a), api_key=api_key,  # type: ignore[arg-type]
+                               signing_secret=signing_secret)
 
 
 def error_out(e: Row[Any]) -> m.AutomationErrorOut:
     return m.AutomationErrorOut(
         error_id=e.id, automation_id=e.automation_id, kind=e.kind, detail=e.detail,
         source=e.source, field=e.field, event_id=e.event_id, record_index=e.record_index,
-        invitation_id=e.invitation_id, at=e.at)
+        invitation_id=e.invitation_id, at=e.at, count=getattr(e, "count", None) or 1,
+        since=getattr(e, "since", None))

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     admin_host: str = Field("127.0.0.1", description="Address the admin API listens on.")
     admin_port: int = Field(8081, description="Port of the admin API.")
     key_grace_seconds: float = Field(
-        3600.0, ge=0, description="How long a rotated-out API key keeps working.")
+        3600.0, ge=0, description="How long a rotated-out API key (or webhook signing "
+        "secret) keeps working.")
 
     # --- the survey page ---------------------------------------------------------------------
     survey_base_url: str = Field(
@@ -86,6 +87,21 @@ class Settings(BaseSettings):
     ingress_send_timeout_seconds: float = Field(
         4.0, gt=0, description="How long the ingress waits for Kafka's acknowledgement "
         "before it answers 503.")
+
+    # --- signed webhooks and the integrator's errors (issue 16, items 1 and 4) --------------
+    secrets_key: SecretStr = Field(
+        SecretStr("dev-secrets-key"),
+        description="Key that seals the webhook signing secrets (AES-256-GCM) in the SQL store "
+        "and on automations.config; the control plane and the ingress need the same one. A "
+        "secret: set it in every deployment (changing it makes the sealed secrets unreadable: "
+        "rotate each signing secret afterwards).")
+    signature_tolerance_seconds: float = Field(
+        300.0, gt=0, description="How far a signed webhook's timestamp may be from the "
+        "ingress's clock (either way); older is refused as a replay (401).")
+    ingress_error_report_seconds: float = Field(
+        60.0, gt=0, description="The ingress counts the requests it refuses per automation "
+        "(400, 401, 409, 413, 415, 429) and reports the counts on automations.errors once "
+        "per this interval.")
 
     # --- streams and notifier ----------------------------------------------------------------
     day_seconds: float = Field(

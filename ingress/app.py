@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from automations.config_cache import ConfigCache
+from automations.signing import SecretBox
 from automations.snapshot import AutomationSnapshot
 from core.kafka.topics import Topics, ensure_topics
 from core.serving import probe_routes
@@ -37,7 +38,9 @@ from ingress.openapi import build_openapi
 from ingress.publishing import KafkaPublisher, Publisher, PublisherPool
 from ingress.publishing_rdkafka import RdKafkaPublisher
 from ingress.ratelimit import RateLimiter
+from ingress.refusals import Refusals
 from ingress.samples import SampleFeed
+from ingress.signatures import SigningIndex
 from ingress.webhook import Webhook
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,9 @@ class IngressApp:
         self.publisher: Publisher = publisher or build_publisher(settings)
         self.cache = cache or ConfigCache(settings.kafka_bootstrap, self.topics.config)
         self.keys = KeyIndex()
+        self.signing = SigningIndex(SecretBox(settings.secrets_key.get_secret_value()))
+        self.refusals = Refusals(self.cache, settings.kafka_bootstrap, self.topics.errors,
+                                 settings.ingress_error_report_seconds)
         self.cache.add_listener(self._on_snapshot)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.idempotency = IdempotencyStore(
@@ -92,10 +98,14 @@ class IngressApp:
         webhook = Webhook(cache=self.cache, keys=self.keys, metrics=self.metrics,
                           max_body=settings.max_body_bytes, limiter=self.limiter,
                           idempotency=self.idempotency, publisher=self.publisher,
-                          topic=self.topics.raw)
+                          topic=self.topics.raw, signing_index=self.signing,
+                          tolerance=settings.signature_tolerance_seconds,
+                          refusals=self.refusals)
         self.samples = SampleFeed(settings.kafka_bootstrap, self.topics.samples)
         dry_run = DryRun(cache=self.cache, keys=self.keys, metrics=self.metrics,
-                         max_body=settings.max_body_bytes, samples=self.samples)
+                         max_body=settings.max_body_bytes, samples=self.samples,
+                         signing_index=self.signing,
+                         tolerance=settings.signature_tolerance_seconds)
         hook_route = Route(webhook.route, webhook, methods=["POST"])
         self.asgi = Starlette(
             routes=[hook_route,
@@ -125,9 +135,11 @@ class IngressApp:
 
     def _on_snapshot(self, automation_id: str, snapshot: AutomationSnapshot | None) -> None:
         self.keys.update(automation_id, snapshot)
+        self.signing.update(automation_id, snapshot)
         if snapshot is None:
             self.limiter.forget(automation_id)
             self.metrics.forget(automation_id)
+            self.refusals.forget(automation_id)
 
     @property
     def config_ready(self) -> bool:
@@ -148,6 +160,8 @@ class IngressApp:
         self._tasks.append(asyncio.create_task(self._connect(), name="ingress-connect"))
         self._tasks.append(asyncio.create_task(self.idempotency.purge_forever(),
                                                name="ingress-idempotency-purge"))
+        self._tasks.append(asyncio.create_task(self.refusals.run_forever(),
+                                               name="ingress-refusal-reports"))
 
     async def _connect(self) -> None:
         """Topics, producer and configuration; retried until Kafka answers (readyz says)."""
@@ -183,6 +197,7 @@ class IngressApp:
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         await self.publisher.stop()  # flushes what was sent and not yet acknowledged
+        await self.refusals.stop()  # the last counts of refused requests
         await self.cache.stop()
         await self.samples.stop()
         self.idempotency.close()

@@ -54,9 +54,10 @@ class DryRun(Endpoint):
                      seen: list[tuple[Head, bytes]]) -> dict[str, Any]:
         head = self.authenticate(scope, automation_id, require_enabled=False)
         body = await self.read_body(receive, head)
-        seen.append((head, body))
         snapshot = head.snapshot
         assert snapshot is not None
+        self.check_signature(head, body)  # a signed automation's test is signed too
+        seen.append((head, body))
         answer: dict[str, Any] = {
             "ok": True,
             "automation": {"id": snapshot.id, "name": snapshot.name,
@@ -70,6 +71,9 @@ class DryRun(Endpoint):
             answer["dry_run"] = dry_run(snapshot, records)
             answer["published"] = False
         else:
-            answer["detail"] = ("The connection works: the key opens this automation. "
+            opened_by = {"key": "the key opens", "signature": "the signature opens",
+                         "both": "the key and the signature open"}.get(snapshot.auth_mode,
+                                                                      "the key opens")
+            answer["detail"] = (f"The connection works: {opened_by} this automation. "
                                 "Send a sample body to this address for a dry run.")
         return answer

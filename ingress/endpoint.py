@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
+from automations import signing
 from automations.bodies import BodyError, media_type
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
@@ -16,10 +17,15 @@ from ingress.errors import HttpError, error_body
 from ingress.keys import KeyIndex
 from ingress.metrics import UNKNOWN, IngressMetrics
 from ingress.ratelimit import retry_after_header
+from ingress.refusals import Refusals
+from ingress.signatures import SIGNATURE_HEADERS, SignatureError, SigningIndex, verify
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 MAX_IDEMPOTENCY_KEY = 255
 BODY_CODES = {"empty": "empty_body"}  # parse_body's codes -> the ingress's public ones
+# A signed request's delivery id, as a key of the idempotency store: the prefix holds a
+# control character, which no Idempotency-Key header may, so the two never collide.
+SIGNED_ID_PREFIX = "\x1fsigned:"
 
 
 def body_error(exc: BodyError, code: str | None = None) -> HttpError:
@@ -39,7 +45,8 @@ class Head:
     """What a webhook request's headers said, read in one pass."""
 
     __slots__ = ("api_key", "automation_id", "content_length", "content_type",
-                 "idempotency_key", "idempotency_raw", "snapshot")
+                 "enabled_unchecked", "idempotency_key", "idempotency_raw", "replay_key",
+                 "signed", "snapshot")
 
     def __init__(self, automation_id: str) -> None:
         self.automation_id = automation_id
@@ -49,6 +56,17 @@ class Head:
         self.idempotency_raw: bytes | None = None
         self.idempotency_key: str | None = None
         self.snapshot: AutomationSnapshot | None = None
+        # Signed webhooks: the signature headers seen (None: none), the verified delivery id
+        # as an idempotency-store key, and whether the 409 check waits for the signature.
+        self.signed: dict[bytes, bytes] | None = None
+        self.replay_key: str | None = None
+        self.enabled_unchecked = False
+
+    @property
+    def dedupe_key(self) -> str | None:
+        """The key this request is remembered under: the signed delivery id, else the
+        Idempotency-Key header."""
+        return self.replay_key or self.idempotency_key
 
     @property
     def content_type_str(self) -> str | None:
@@ -63,19 +81,26 @@ class Endpoint:
     """An ASGI app for `/v1/hooks/{automation_id}...`: `handle` answers or raises `HttpError`.
 
     The router has checked the method (POST) already; everything after is checked here, in
-    this order: configuration loaded (503 not_ready) -> a key is given (401) -> the automation
-    exists (404) -> the key opens it (401) -> enabled, where required (409) -> media type (415)
-    -> declared size (413) -> body read within the limit (413).
+    this order: configuration loaded (503 not_ready) -> a key or a signature is given (401)
+    -> the automation exists (404) -> the key opens it (401, unless the automation takes
+    signatures only) -> enabled, where required (409) -> media type (415) -> declared size
+    (413) -> body read within the limit (413) -> the signature, where the automation requires
+    one (401; `check_signature`). An automation that takes signatures only says whether it is
+    enabled (409) only after the signature proved the sender.
     """
 
     route: str  # the route's path template: its `route` label in the metrics
 
     def __init__(self, *, cache: ConfigCache, keys: KeyIndex, metrics: IngressMetrics,
-                 max_body: int) -> None:
+                 max_body: int, signing_index: SigningIndex | None = None,
+                 tolerance: float = 300.0, refusals: Refusals | None = None) -> None:
         self.cache = cache
         self.keys = keys
         self.metrics = metrics
         self.max_body = max_body
+        self.signing = signing_index
+        self.tolerance = tolerance
+        self.refusals = refusals
         self._too_large = (f"The body is larger than the limit of {max_body} bytes; "
                            "send fewer records per request.")
 
@@ -101,6 +126,8 @@ class Endpoint:
         await respond(send, err.status, error_body(err.code, err.detail), headers)
         self.metrics.request(self.route, err.status)
         self.metrics.reject(automation, err.code)
+        if self.refusals is not None:
+            self.refusals.count(automation, err)
 
     def authenticate(self, scope: Scope, automation_id: str, *, require_enabled: bool) -> Head:
         head = Head(automation_id)
@@ -116,6 +143,10 @@ class Endpoint:
                 head.content_length = value
             elif name == b"idempotency-key":
                 head.idempotency_raw = value
+            elif name in SIGNATURE_HEADERS:
+                if head.signed is None:
+                    head.signed = {}
+                head.signed[name] = value
         if not self.cache.ready.is_set():
             raise HttpError("not_ready", retry_after=1.0)
         if head.api_key is None and authorization is not None:
@@ -125,20 +156,25 @@ class Endpoint:
             else:
                 raise HttpError("missing_api_key", "The Authorization header must be "
                                 "'Bearer KEY'; or send the key in X-API-Key.")
-        if not head.api_key:
+        if not head.api_key and head.signed is None:
+            snapshot = self.cache.get(automation_id)
+            if snapshot is not None and not signing.needs_key(snapshot.auth_mode):
+                raise HttpError("missing_signature")
             raise HttpError("missing_api_key")
         snapshot = self.cache.get(automation_id)
         if snapshot is None:
             raise HttpError("unknown_automation")
-        if not self.keys.check(automation_id, head.api_key.decode("latin-1")):
-            raise HttpError("invalid_api_key")
-        if require_enabled and not snapshot.enabled:
-            detail = None
-            if snapshot.disabled_reason:
-                detail = (f"This automation is disabled ({snapshot.disabled_reason[:200]}); "
-                          "enable it in the control plane to send it data.")
-            raise HttpError("automation_disabled", detail)
+        if signing.needs_key(snapshot.auth_mode):
+            if not head.api_key:
+                raise HttpError("missing_api_key")
+            if not self.keys.check(automation_id, head.api_key.decode("latin-1")):
+                raise HttpError("invalid_api_key")
         head.snapshot = snapshot
+        if require_enabled:
+            if snapshot.auth_mode == "signature":
+                head.enabled_unchecked = True  # told only to a sender the signature proved
+            else:
+                self.check_enabled(snapshot)
         if head.idempotency_raw is not None:
             raw = head.idempotency_raw
             if not 0 < len(raw) <= MAX_IDEMPOTENCY_KEY or not raw.isascii() or any(
@@ -146,6 +182,34 @@ class Endpoint:
                 raise HttpError("invalid_idempotency_key")
             head.idempotency_key = raw.decode("ascii")
         return head
+
+    @staticmethod
+    def check_enabled(snapshot: AutomationSnapshot) -> None:
+        if not snapshot.enabled:
+            detail = None
+            if snapshot.disabled_reason:
+                detail = (f"This automation is disabled ({snapshot.disabled_reason[:200]}); "
+                          "enable it in the control plane to send it data.")
+            raise HttpError("automation_disabled", detail)
+
+    def check_signature(self, head: Head, body: bytes) -> None:
+        """For an automation that requires signed requests: a signature of `body` (the raw
+        bytes received) under one of its current secrets (401 otherwise); then the deferred
+        409. The verified delivery id becomes the request's idempotency key."""
+        snapshot = head.snapshot
+        assert snapshot is not None
+        if not signing.needs_signature(snapshot.auth_mode):
+            return
+        keys = self.signing.keys(head.automation_id) if self.signing is not None else []
+        try:
+            delivery_id = verify(snapshot.signature_scheme, head.signed or {}, body, keys,
+                                 tolerance=self.tolerance)
+        except SignatureError as exc:
+            raise HttpError(exc.code, exc.detail) from None
+        if delivery_id is not None:
+            head.replay_key = SIGNED_ID_PREFIX + delivery_id
+        if head.enabled_unchecked:
+            self.check_enabled(snapshot)
 
     async def read_body(self, receive: Receive, head: Head) -> bytes:
         """The whole body, refusing (413) as soon as it is known to exceed the limit."""

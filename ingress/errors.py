@@ -23,6 +23,12 @@ ERRORS: dict[str, tuple[int, str]] = {
                         "'Authorization: Bearer KEY'."),
     "invalid_api_key": (401, "The API key is not valid for this automation (wrong, rotated "
                         "out, or belonging to another automation)."),
+    "missing_signature": (401, "This automation requires signed requests; send the "
+                          "signature headers of its scheme."),
+    "invalid_signature": (401, "No signature matches the body with this automation's signing "
+                          "secret."),
+    "timestamp_out_of_range": (401, "The signed timestamp is too far from the ingress's clock; "
+                               "sign the request anew."),
     "unknown_automation": (404, "There is no automation with this id."),
     "not_found": (404, "There is nothing at this address."),
     "method_not_allowed": (405, "This method is not allowed here."),

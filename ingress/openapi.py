@@ -42,6 +42,19 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             "description": "A retried request with the same key (and automation) within "
                            f"{settings.idempotency_window_seconds:.0f} s is answered as the "
                            "first and published once."}
+    # Signed webhooks (an automation whose authentication mode is signature or both).
+    signed = [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"},
+         "description": f"Standard Webhooks: {what}. Stripe-Signature, X-Shopify-Hmac-Sha256 "
+                        "or X-Hub-Signature-256 instead for those schemes."}
+        for name, what in (
+            ("webhook-id", "the delivery's id (a replay within the window is answered as "
+                           "the first and published once)"),
+            ("webhook-timestamp", "Unix seconds; more than "
+                                  f"{settings.signature_tolerance_seconds:.0f} s from the "
+                                  "ingress's clock is refused"),
+            ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>, several "
+                                  "separated by spaces while a secret rotates"))]
     body = {
         "required": True,
         "description": f"One object, an array of objects (a batch), or NDJSON; or one "
@@ -59,7 +72,8 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         },
     }
     common_auth = {
-        "401": _error("missing_api_key", "invalid_api_key"),
+        "401": _error("missing_api_key", "invalid_api_key", "missing_signature",
+                      "invalid_signature", "timestamp_out_of_range"),
         "404": _error("unknown_automation"),
         "413": _error("body_too_large"),
         "415": _error("unsupported_media_type"),
@@ -75,7 +89,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 "summary": "Send respondent data to an automation",
                 "operationId": "sendWebhook",
                 "security": auth,
-                "parameters": [path_param, idem],
+                "parameters": [path_param, idem, *signed],
                 "requestBody": body,
                 "responses": {
                     "202": {"description": "Stored on Kafka (acknowledged by the broker)",
@@ -93,7 +107,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 "summary": "Test the connection, or dry-run a sample body (publishes nothing)",
                 "operationId": "testWebhook",
                 "security": auth,
-                "parameters": [path_param],
+                "parameters": [path_param, *signed],
                 "requestBody": {**body, "required": False},
                 "responses": {
                     "200": {"description": "The key works; with a body, the dry run",

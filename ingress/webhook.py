@@ -2,13 +2,15 @@
 
 Written against ASGI directly (see `Endpoint`): the body bytes are published as received
 (never re-encoded), and the answer is a few precomputed bytes. After the checks `Endpoint`
-makes: not empty (400) -> Idempotency-Key replay -> rate limit (429) -> body shape (400) ->
-Kafka (503, or 202 once the broker acknowledged).
+makes: the signature, where the automation requires one (401) -> not empty (400) -> replay
+(of the Idempotency-Key, or of a signed request's delivery id) -> rate limit (429) -> body
+shape (400) -> Kafka (503, or 202 once the broker acknowledged).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import Receive, Scope
 
@@ -33,8 +35,8 @@ class Webhook(Endpoint):
 
     def __init__(self, *, cache: ConfigCache, keys: KeyIndex, metrics: IngressMetrics,
                  max_body: int, limiter: RateLimiter, idempotency: IdempotencyStore,
-                 publisher: Publisher, topic: str) -> None:
-        super().__init__(cache=cache, keys=keys, metrics=metrics, max_body=max_body)
+                 publisher: Publisher, topic: str, **endpoint: Any) -> None:
+        super().__init__(cache=cache, keys=keys, metrics=metrics, max_body=max_body, **endpoint)
         self.limiter = limiter
         self.idempotency = idempotency
         self.publisher = publisher
@@ -44,15 +46,17 @@ class Webhook(Endpoint):
                      automation_id: str) -> tuple[int, bytes]:
         head = self.authenticate(scope, automation_id, require_enabled=True)
         body = await self.read_body(receive, head)
+        if head.snapshot.auth_mode != "key":  # type: ignore[union-attr] - set by authenticate
+            self.check_signature(head, body)
         if not body:
             raise HttpError("empty_body")
-        if head.idempotency_key is None:
+        if head.dedupe_key is None:
             return await self._accept(automation_id, head, body, None)
         return await self._accept_once(automation_id, head, body)
 
     async def _accept_once(self, automation_id: str, head: Head,
                            body: bytes) -> tuple[int, bytes]:
-        key = head.idempotency_key
+        key = head.dedupe_key
         assert key is not None
         try:
             outcome = await self.idempotency.begin(automation_id, key)

@@ -39,26 +39,46 @@ log = logging.getLogger(__name__)
 
 # Errors caused by the automation being off or gone: they do not lengthen its streak.
 NOT_COUNTED = frozenset({"automation_disabled", "unknown_automation"})
+# The ingress's counts of refused requests (kind refused_<code>): the integrator's errors.
+# They are told, but never lengthen the streak: a misconfigured sender must not disable the
+# automation for everyone else.
+INGRESS = "ingress"
 EXAMPLES = 5
+
+
+def counts_toward_disable(err: dict[str, Any]) -> bool:
+    return err["kind"] not in NOT_COUNTED and err.get("source") != INGRESS
 
 
 @dataclass
 class _Pending:
-    """Errors of one automation not yet told to its recipients."""
+    """Errors of one automation not yet told to its recipients: the pipeline's (`counts`,
+    `examples`) and the requests the ingress refused (`refused`, `refused_examples`)."""
 
     counts: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)
+    refused_examples: list[dict[str, Any]] = field(default_factory=list)
     offsets: list[tuple[TopicPartition, int]] = field(default_factory=list)
 
     def add(self, err: dict[str, Any], tp: TopicPartition, offset: int) -> None:
-        self.counts[err["kind"]] += 1
-        if len(self.examples) < EXAMPLES:
-            self.examples.append(err)
+        if err.get("source") == INGRESS:
+            self.refused[err["kind"]] += err.get("count") or 1
+            if len(self.refused_examples) < EXAMPLES:
+                self.refused_examples.append(err)
+        else:
+            self.counts[err["kind"]] += err.get("count") or 1
+            if len(self.examples) < EXAMPLES:
+                self.examples.append(err)
         self.offsets.append((tp, offset))
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())
 
 
 class AlertService(ConsumerService):
@@ -120,7 +140,7 @@ class AlertService(ConsumerService):
                       tp.partition, rec.offset, exc)
             self._tracker.done(tp, rec.offset)
             return
-        counts = err["kind"] not in NOT_COUNTED
+        counts = counts_toward_disable(err)
         recorded = await self._with_retry(store.record_error, err, counts=counts)
         assert isinstance(recorded, store.Recorded)
         if not recorded.new:
@@ -128,7 +148,7 @@ class AlertService(ConsumerService):
             # stopped in between, so it is told again (at least once, never silently lost).
             log.debug("error %s redelivered", err["error_id"])
         else:
-            ERRORS_RECORDED.labels(kind=err["kind"]).inc()
+            ERRORS_RECORDED.labels(kind=err["kind"]).inc(err.get("count") or 1)
         self._pending.setdefault(err["automation_id"], _Pending()).add(err, tp, rec.offset)
         if counts and recorded.consecutive >= self.disable_after:
             self._start_disable(err["automation_id"], recorded.consecutive)
@@ -242,9 +262,9 @@ def _wants_mail(snap: AutomationSnapshot | None) -> bool:
     return bool(snap and snap.error_notifications_enabled and snap.error_recipients)
 
 
-def _examples(pending: _Pending) -> list[str]:
+def _examples(errors: list[dict[str, Any]]) -> list[str]:
     lines = []
-    for e in pending.examples:
+    for e in errors:
         where = f" field {e['field']}" if e.get("field") else ""
         at = e["at"].strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(e["at"], datetime) else ""
         ref = f" (event {e['event_id']}" + (f", record {e['record_index']}"
@@ -254,15 +274,29 @@ def _examples(pending: _Pending) -> list[str]:
     return lines
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
 def _alert_text(snap: AutomationSnapshot, pending: _Pending, admin_url: str) -> tuple[str, str]:
-    n = pending.total
-    subject = f"[hookstream] {n} error{'s' if n != 1 else ''} in automation {snap.name}"
-    counts = [f"- {kind}: {count}" for kind, count in pending.counts.most_common()]
+    n, r = pending.total, pending.refused_total
+    told = " and ".join(x for x in (_plural(n, "error") if n else "",
+                                    _plural(r, "refused request") if r else "") if x)
+    subject = f"[hookstream] {told} in automation {snap.name}"
+    lines = [f"The automation \"{snap.name}\" (survey \"{snap.survey_name}\") reported "
+             f"{told}.", ""]
+    if n:
+        lines += ["By kind:", *[f"- {kind}: {count}" for kind, count in
+                                pending.counts.most_common()], "",
+                  f"Examples (at most {EXAMPLES}):", *_examples(pending.examples), ""]
+    if r:
+        lines += ["Webhook requests the ingress refused, by error code (the sender's to fix: "
+                  "a rotated-out key or secret, bad JSON, too large, too fast, the automation "
+                  "disabled; these never disable the automation):",
+                  *[f"- {kind}: {count}" for kind, count in pending.refused.most_common()], "",
+                  *_examples(pending.refused_examples), ""]
     text = "\n".join([
-        f"The automation \"{snap.name}\" (survey \"{snap.survey_name}\") reported {n} "
-        f"error{'s' if n != 1 else ''}.", "",
-        "By kind:", *counts, "",
-        f"Examples (at most {EXAMPLES}):", *_examples(pending), "",
+        *lines,
         "All recent errors: GET "
         f"{admin_url}/v1/automations/{snap.id}/errors", "",
         "You receive this mail because you are an error recipient of this automation.",
@@ -278,7 +312,7 @@ def _disabled_text(snap: AutomationSnapshot, consecutive: int, pending: _Pending
         "",
         f"Why: {reason}",
         "While it is disabled its webhook answers 409 and no invitations are sent.", "",
-        "Recent errors:", *_examples(pending), "",
+        "Recent errors:", *_examples(pending.examples), "",
         "Fix the cause, then enable it again with either of:",
         f"  hookstream automations enable {snap.id}",
         f"  POST {admin_url}/v1/automations/{snap.id}/enable",

@@ -106,4 +106,7 @@ class AutomationErrorRow(Base):
     event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     record_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     invitation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    at: Mapped[datetime] = mapped_column()
+    at: Mapped[datetime] = mapped_column()  # for a count: the end of its interval
+    # The ingress reports refused requests as counts over an interval (0102_error_counts).
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    since: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -361,7 +361,9 @@ def record_error(conn: Connection, err: dict[str, Any], *, counts: bool) -> Reco
         "id": err["error_id"], "automation_id": err["automation_id"], "kind": err["kind"],
         "detail": err["detail"], "source": err["source"], "field": err.get("field"),
         "event_id": err.get("event_id"), "record_index": err.get("record_index"),
-        "invitation_id": err.get("invitation_id"), "at": aware_utc(err["at"])})
+        "invitation_id": err.get("invitation_id"), "at": aware_utc(err["at"]),
+        "count": err.get("count") or 1,
+        "since": None if err.get("since") is None else aware_utc(err["since"])})
     _streak_ended(conn).discard(err["automation_id"])  # a success after this ends it again
     streak = conn.execute(_SELECT_STREAK, automation).scalar()
     if streak is None:

@@ -3,6 +3,12 @@
 Every message is `C3 01` + the schema's CRC-64-AVRO fingerprint (8 bytes, little endian)
 + the Avro binary body, as the Avro specification defines it, so any Avro library that has
 the `.avsc` files in this folder can decode it. Parsed schemas are cached at import.
+
+Earlier versions of each schema are kept in `history/` as `<Name>.<fingerprint>.avsc`: a
+message written with one of them (by a process not yet upgraded, or before a compaction) is
+read with Avro schema resolution into the current version, so a backward-compatible change
+is one at run time too (`tests/schemas/test_compat.py` checks every committed version is
+either current or kept there).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import fastavro
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 
 SCHEMA_DIR = Path(__file__).parent
+HISTORY_DIR = SCHEMA_DIR / "history"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
 NAMES = ("AutomationSnapshot", "InvitationRequested", "InvitationOutcome", "AutomationError",
@@ -53,6 +60,18 @@ def _by_fingerprint() -> dict[bytes, str]:
     return {fingerprint(n): n for n in NAMES}
 
 
+@cache
+def _earlier() -> dict[bytes, tuple[str, dict[str, Any]]]:
+    """Fingerprint -> (name, parsed writer schema) of every kept earlier version."""
+    out: dict[bytes, tuple[str, dict[str, Any]]] = {}
+    for path in sorted(HISTORY_DIR.glob("*.avsc")):
+        name, _, hexfp = path.stem.partition(".")
+        if name in NAMES:
+            out[bytes.fromhex(hexfp)] = (name, fastavro.parse_schema(json.loads(
+                path.read_text())))
+    return out
+
+
 def encode(name: str, record: Mapping[str, Any]) -> bytes:
     buf = io.BytesIO()
     buf.write(MAGIC)
@@ -64,25 +83,36 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def schema_of(data: bytes) -> str:
-    """The name of the schema a message was written with."""
+def _writer(data: bytes) -> tuple[str, dict[str, Any] | None]:
+    """(name, writer schema when it is an earlier version, else None) of a message."""
     if len(data) < HEADER_LEN or data[:2] != MAGIC:
         raise CodecError("not Avro single-object encoding: the message does not start with C3 01")
     fp = bytes(data[2:HEADER_LEN])
-    try:
-        return _by_fingerprint()[fp]
-    except KeyError:
-        raise CodecError(
-            f"unknown schema fingerprint {fp.hex()}: written with a schema this version of "
-            "hookstream does not know") from None
+    name = _by_fingerprint().get(fp)
+    if name is not None:
+        return name, None
+    earlier = _earlier().get(fp)
+    if earlier is not None:
+        return earlier
+    raise CodecError(f"unknown schema fingerprint {fp.hex()}: written with a schema this "
+                     "version of hookstream does not know")
+
+
+def schema_of(data: bytes) -> str:
+    """The name of the schema a message was written with (the current or an earlier version)."""
+    return _writer(data)[0]
 
 
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:
-    """(schema name, record) of a message."""
-    name = schema_of(data)
+    """(schema name, record) of a message; one written with an earlier version of the schema
+    is resolved into the current one (fields added since get their defaults)."""
+    name, earlier = _writer(data)
     body = io.BytesIO(data[HEADER_LEN:])
     try:
-        record = fastavro.schemaless_reader(body, parsed(name), None)
+        if earlier is None:
+            record = fastavro.schemaless_reader(body, parsed(name), None)
+        else:
+            record = fastavro.schemaless_reader(body, earlier, parsed(name))
     except (EOFError, IndexError, ValueError, OverflowError) as exc:  # truncated or corrupt body
         raise CodecError(f"corrupt {name} message: the Avro body does not decode ({exc})") from exc
     if body.tell() != len(data) - HEADER_LEN:

@@ -98,6 +98,11 @@ class Automation(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # --- signed webhooks (issue 16, item 1; migration 0002_signing) ---
+    auth_mode: Mapped[str] = mapped_column(String(16), default="key", server_default="key")
+    signature_scheme: Mapped[str] = mapped_column(String(16), default="standard",
+                                                  server_default="standard")
+    # --- end signed webhooks ---
 
     # The service bumps `version` itself on every change (also when only a related row,
     # like a key or the survey, changed); the ORM still checks the old value in the UPDATE's
@@ -110,6 +115,9 @@ class Automation(Base):
         back_populates="automation", cascade="all, delete-orphan", order_by="MappingRow.position")
     api_keys: Mapped[list[ApiKey]] = relationship(
         back_populates="automation", cascade="all, delete-orphan", order_by="ApiKey.created_at")
+    signing_secrets: Mapped[list[SigningSecret]] = relationship(  # signed webhooks
+        back_populates="automation", cascade="all, delete-orphan",
+        order_by="SigningSecret.created_at")
 
 
 class MappingRow(Base):
@@ -143,6 +151,25 @@ class ApiKey(Base):
     automation: Mapped[Automation] = relationship(back_populates="api_keys")
 
 
+# --- signed webhooks (issue 16, item 1; migration 0002_signing) ---------------------------
+class SigningSecret(Base):
+    """A webhook signing secret, sealed with HOOKSTREAM_SECRETS_KEY (AES-256-GCM, bound to the
+    automation id): HMAC needs the secret itself, so it cannot be stored hashed like a key.
+    `expires_at` is set once rotated out."""
+
+    __tablename__ = "signing_secrets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    automation_id: Mapped[str] = mapped_column(
+        ForeignKey("automations.id", ondelete="CASCADE"), index=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    automation: Mapped[Automation] = relationship(back_populates="signing_secrets")
+# --- end signed webhooks -------------------------------------------------------------------
+
+
 # The notifier owns `automation_errors` (its model and migrations live there); the admin API
 # only reads it, through this column list, so the control plane never imports the notifier.
 AUTOMATION_ERRORS = table(
@@ -151,6 +178,8 @@ AUTOMATION_ERRORS = table(
     column("detail", Text), column("source", String), column("field", String),
     column("event_id", String), column("record_index", Integer),
     column("invitation_id", String), column("at", UTCDateTime()),
+    # the ingress's counts of refused requests (notifier migration 0102_error_counts)
+    column("count", Integer), column("since", UTCDateTime()),
 )
 
 # The notifier's respondents and invitations, read the same way (the console and the admin

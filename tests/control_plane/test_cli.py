@@ -73,7 +73,7 @@ def test_cli_against_running_admin(admin_url: str, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert automation_id in r.output and "enabled" in r.output
 
-    r = runner.invoke(app, ["automations", "show", automation_id])
+    r = runner.invoke(app, ["automations", "show", automation_id, "--json"])
     assert r.exit_code == 0, r.output
     shown = json.loads(r.output)
     assert shown["delay_days"] == 0 and shown["enabled"] is True and key not in r.output

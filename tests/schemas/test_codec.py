@@ -52,7 +52,7 @@ def automation_error(**over: Any) -> dict[str, Any]:
     rec = {"error_id": "err_1", "automation_id": "aut_7Qx2", "kind": "type_mismatch",
            "detail": "The field 'age' does not fit the number variable 'age'.",
            "source": "streams", "field": "age", "event_id": "evt_01HZX", "record_index": 0,
-           "invitation_id": None, "at": T0}
+           "invitation_id": None, "at": T0, "count": 1, "since": None}
     rec.update(over)
     return rec
 
@@ -78,6 +78,8 @@ def snapshot(**over: Any) -> dict[str, Any]:
         "api_keys": [{"sha256": "a" * 64, "expires_at": None},
                      {"sha256": "b" * 64, "expires_at": T0 + timedelta(hours=1)}],
         "updated_at": T0,
+        "auth_mode": "both", "signature_scheme": "standard",
+        "signing_secrets": [{"id": "sec_1", "sealed": "v1.bm9uY2U", "expires_at": None}],
     }
     rec.update(over)
     return rec
@@ -98,9 +100,13 @@ RECORDS = {
                                              message_id=None, attempts=3)],
     "AutomationError": [automation_error(),
                         automation_error(field=None, event_id=None, record_index=None,
-                                         invitation_id="inv_1", source="notifier")],
+                                         invitation_id="inv_1", source="notifier"),
+                        automation_error(kind="refused_invalid_api_key", source="ingress",
+                                         field=None, event_id=None, record_index=None,
+                                         count=41, since=T0 - timedelta(minutes=1))],
     "AutomationSnapshot": [snapshot(), snapshot(disabled_reason=None, filters_json=None,
-                                                api_keys=[], variables=[], mapping=[])],
+                                                api_keys=[], variables=[], mapping=[],
+                                                auth_mode="key", signing_secrets=[])],
     "AutomationCounts": [counts(), counts(filtered_by={}, failed_by={}, accepted=0)],
 }
 

@@ -262,3 +262,42 @@ def test_compat_check_catches_a_breaking_edit_of_a_real_schema() -> None:
         for fl in current["fields"]]}
     [problem] = incompatibilities(current, narrowed)
     assert problem.startswith("type_mismatch")
+
+
+# --- earlier versions are decodable at run time ---------------------------------------------
+
+@pytest.mark.parametrize("name", codec.NAMES)
+def test_every_committed_version_is_current_or_kept_for_decoding(name: str) -> None:
+    """A message written by a process of an earlier commit (still on a topic, or sent during
+    a rolling upgrade) names its writer schema's fingerprint: the codec must know it."""
+    rel = f"schemas/{name}.avsc"
+    known = {codec.fingerprint(name).hex()} | {
+        p.stem.partition(".")[2] for p in (REPO / "schemas" / "history").glob(f"{name}.*.avsc")}
+    for label, old in committed_versions(REPO, rel):
+        fp = fastavro.schema.fingerprint(
+            fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(old)), "CRC-64-AVRO")
+        assert fp in known, (f"{rel} of {label} (fingerprint {fp}) is neither current nor "
+                             f"in schemas/history/: add it as schemas/history/{name}.{fp}.avsc")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "schemas" / "history").glob("*.avsc")),
+                         ids=lambda p: p.name)
+def test_a_message_of_a_kept_version_decodes_into_the_current_one(path: Path) -> None:
+    name, _, fp = path.stem.partition(".")
+    old = json.loads(path.read_text())
+    old_parsed = fastavro.parse_schema(old)
+    assert fastavro.schema.fingerprint(fastavro.schema.to_parsing_canonical_form(old_parsed),
+                                       "CRC-64-AVRO") == fp, "the file name's fingerprint"
+    assert incompatibilities(old, codec.load_schema_json(name)) == []
+    datum = sample(old, {}, 1)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, old_parsed, datum)
+    got_name, got = codec.decode(codec.MAGIC + bytes.fromhex(fp) + buf.getvalue())
+    assert got_name == name
+    current = codec.load_schema_json(name)
+    assert set(got) == {fl["name"] for fl in current["fields"]}
+    for fl in current["fields"]:
+        if fl["name"] in datum:
+            assert _as_written(got[fl["name"]]) == datum[fl["name"]]
+        else:
+            assert _as_written(got[fl["name"]]) == fl["default"]
