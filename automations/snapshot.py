@@ -43,6 +43,33 @@ class ApiKeyHash:
     expires_at: datetime | None = None  # set on the old key after a rotation (grace period)
 
 
+# --- invitation rules (issue 16): throttling and send windows ---------------------------------
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    """When the automation may send: `start` to `end` ("HH:MM", local time; `end` after
+    `start`, "24:00" allowed) on `days`, in the respondent's time zone (the IANA name in the
+    mapped field `time_zone_field`, when set and valid) or else in `time_zone`. The rule
+    itself is `automations.send_window`."""
+
+    days: tuple[str, ...]  # of WEEKDAYS, in week order
+    start: str
+    end: str
+    time_zone: str
+    time_zone_field: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {"days": list(self.days), "start": self.start, "end": self.end,
+                "time_zone": self.time_zone, "time_zone_field": self.time_zone_field}
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> SendWindow:
+        return cls(days=tuple(r["days"]), start=r["start"], end=r["end"],
+                   time_zone=r["time_zone"], time_zone_field=r.get("time_zone_field"))
+
+
 @dataclass(frozen=True)
 class AutomationSnapshot:
     id: str
@@ -64,6 +91,10 @@ class AutomationSnapshot:
     api_keys: tuple[ApiKeyHash, ...]
     updated_at: datetime
     disabled_reason: str | None = None
+    # Invitation rules (issue 16): not again to an address the survey invited within
+    # `throttle_days` (0: off; the notifier checks it), and the send window (None: any time).
+    throttle_days: int = 0
+    send_window: SendWindow | None = None
     _variables_by_name: dict[str, Variable] = field(default_factory=dict, compare=False,
                                                     repr=False)
 
@@ -92,6 +123,9 @@ class AutomationSnapshot:
             "error_recipients": list(self.error_recipients),
             "api_keys": [{"sha256": k.sha256, "expires_at": k.expires_at} for k in self.api_keys],
             "updated_at": self.updated_at,
+            # invitation rules (issue 16)
+            "throttle_days": self.throttle_days,
+            "send_window": None if self.send_window is None else self.send_window.to_record(),
         }
 
     @classmethod
@@ -114,6 +148,10 @@ class AutomationSnapshot:
             api_keys=tuple(ApiKeyHash(k["sha256"], _aware(k.get("expires_at")))
                            for k in r["api_keys"]),
             updated_at=_aware(r["updated_at"]) or datetime.now(UTC),
+            # invitation rules (issue 16); absent from snapshots written before them
+            throttle_days=r.get("throttle_days") or 0,
+            send_window=None if r.get("send_window") is None
+            else SendWindow.from_record(r["send_window"]),
         )
 
 

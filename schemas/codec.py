@@ -3,6 +3,12 @@
 Every message is `C3 01` + the schema's CRC-64-AVRO fingerprint (8 bytes, little endian)
 + the Avro binary body, as the Avro specification defines it, so any Avro library that has
 the `.avsc` files in this folder can decode it. Parsed schemas are cached at import.
+
+Earlier versions of a schema live in `history/` (`<Name>.<fingerprint>.avsc`, exactly as
+they were committed): a message written with one of them (a compacted topic keeps old
+records; a service not yet upgraded keeps writing them) is read with its writer schema and
+resolved into the current one, as Avro's schema resolution defines. A test keeps `history/`
+in step with the git history of every schema.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import fastavro
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 
 SCHEMA_DIR = Path(__file__).parent
+HISTORY_DIR = SCHEMA_DIR / "history"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
 NAMES = ("AutomationSnapshot", "InvitationRequested", "InvitationOutcome", "AutomationError",
@@ -42,15 +49,30 @@ def parsed(name: str) -> dict[str, Any]:
 @cache
 def fingerprint(name: str) -> bytes:
     """The schema's CRC-64-AVRO fingerprint of its Parsing Canonical Form, little endian."""
-    canonical = fastavro.schema.to_parsing_canonical_form(parsed(name))
     # fastavro already returns the hex of the little-endian bytes (e.g. "int" ->
     # 8f5c393f1ad57572 for the value 0x7275d51a3f395c8f): take the bytes as they are.
+    return fingerprint_of(parsed(name))
+
+
+def fingerprint_of(schema: dict[str, Any] | list[Any] | str) -> bytes:
+    """The CRC-64-AVRO fingerprint (little endian) of a parsed schema."""
+    canonical = fastavro.schema.to_parsing_canonical_form(schema)
     return bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 @cache
-def _by_fingerprint() -> dict[bytes, str]:
-    return {fingerprint(n): n for n in NAMES}
+def _writers() -> dict[bytes, tuple[str, dict[str, Any] | None]]:
+    """Fingerprint -> (schema name, writer schema): None for the current version (read as it
+    is), the parsed earlier version for those in `history/` (resolved into the current)."""
+    known: dict[bytes, tuple[str, dict[str, Any] | None]] = {
+        fingerprint(n): (n, None) for n in NAMES}
+    for path in sorted(HISTORY_DIR.glob("*.avsc")):
+        name = path.name.split(".", 1)[0]
+        if name not in NAMES:
+            continue  # a schema this version no longer has
+        old = fastavro.parse_schema(json.loads(path.read_text()))
+        known.setdefault(fingerprint_of(old), (name, old))
+    return known
 
 
 def encode(name: str, record: Mapping[str, Any]) -> bytes:
@@ -64,25 +86,33 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def schema_of(data: bytes) -> str:
-    """The name of the schema a message was written with."""
+def _writer_of(data: bytes) -> tuple[str, dict[str, Any] | None]:
     if len(data) < HEADER_LEN or data[:2] != MAGIC:
         raise CodecError("not Avro single-object encoding: the message does not start with C3 01")
     fp = bytes(data[2:HEADER_LEN])
     try:
-        return _by_fingerprint()[fp]
+        return _writers()[fp]
     except KeyError:
         raise CodecError(
             f"unknown schema fingerprint {fp.hex()}: written with a schema this version of "
             "hookstream does not know") from None
 
 
+def schema_of(data: bytes) -> str:
+    """The name of the schema a message was written with (its current or an earlier version)."""
+    return _writer_of(data)[0]
+
+
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:
-    """(schema name, record) of a message."""
-    name = schema_of(data)
+    """(schema name, record) of a message; one written with an earlier version of the schema
+    comes resolved into the current version (added fields hold their defaults)."""
+    name, old = _writer_of(data)
     body = io.BytesIO(data[HEADER_LEN:])
     try:
-        record = fastavro.schemaless_reader(body, parsed(name), None)
+        if old is None:
+            record = fastavro.schemaless_reader(body, parsed(name), None)
+        else:
+            record = fastavro.schemaless_reader(body, old, parsed(name))
     except (EOFError, IndexError, ValueError, OverflowError) as exc:  # truncated or corrupt body
         raise CodecError(f"corrupt {name} message: the Avro body does not decode ({exc})") from exc
     if body.tell() != len(data) - HEADER_LEN:

@@ -78,6 +78,10 @@ def snapshot(**over: Any) -> dict[str, Any]:
         "api_keys": [{"sha256": "a" * 64, "expires_at": None},
                      {"sha256": "b" * 64, "expires_at": T0 + timedelta(hours=1)}],
         "updated_at": T0,
+        "throttle_days": 30,
+        "send_window": {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00",
+                        "end": "17:00", "time_zone": "Europe/Amsterdam",
+                        "time_zone_field": "customer.tz"},
     }
     rec.update(over)
     return rec
@@ -95,12 +99,15 @@ def counts(**over: Any) -> dict[str, Any]:
 RECORDS = {
     "InvitationRequested": [invitation(), invitation(variables={}, record_index=0)],
     "InvitationOutcome": [outcome(), outcome(status="sent", reason=None, smtp_code=None,
-                                             message_id=None, attempts=3)],
+                                             message_id=None, attempts=3),
+                          outcome(status="throttled", reason="throttled: invited before",
+                                  smtp_code=None, message_id=None, attempts=0)],
     "AutomationError": [automation_error(),
                         automation_error(field=None, event_id=None, record_index=None,
                                          invitation_id="inv_1", source="notifier")],
     "AutomationSnapshot": [snapshot(), snapshot(disabled_reason=None, filters_json=None,
-                                                api_keys=[], variables=[], mapping=[])],
+                                                api_keys=[], variables=[], mapping=[],
+                                                throttle_days=0, send_window=None)],
     "AutomationCounts": [counts(), counts(filtered_by={}, failed_by={}, accepted=0)],
 }
 
