@@ -252,6 +252,8 @@ def create_automation(s: Session, data: m.AutomationIn,
         error_recipients=list(data.error_notifications.recipients),
         version=1, created_at=now, updated_at=now,
         api_keys=[ApiKey(sha256=keys.hash_key(api_key), created_at=now)],
+        # invitation rules (issue 16)
+        throttle_days=data.throttle_days, send_window=_window_json(data.send_window),
     )
     s.add(a)
     _set_mapping(s, a, data.mapping)
@@ -300,7 +302,17 @@ def update_automation(s: Session, automation_id: str, data: m.AutomationPatch,
     if data.error_notifications is not None:
         a.error_notifications_enabled = data.error_notifications.enabled
         a.error_recipients = list(data.error_notifications.recipients)
+    # invitation rules (issue 16)
+    if data.throttle_days is not None:
+        a.throttle_days = data.throttle_days
+    if "send_window" in given:
+        a.send_window = _window_json(data.send_window)
     return a, _refresh(s, [a], now, primary=a)
+
+
+def _window_json(w: m.SendWindowIn | None) -> dict[str, Any] | None:
+    """The send window as stored (JSON column) and shown (SendWindowOut)."""
+    return None if w is None else w.model_dump()
 
 
 def set_enabled(s: Session, automation_id: str, enabled: bool, reason: str | None,

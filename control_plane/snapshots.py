@@ -7,6 +7,7 @@ from automations.snapshot import (
     AutomationSnapshot,
     FieldMapping,
     MessageTemplate,
+    SendWindow,
     Variable,
 )
 from control_plane.store.models import Automation
@@ -36,4 +37,10 @@ def build_snapshot(a: Automation) -> AutomationSnapshot:
         error_recipients=tuple(a.error_recipients or ()),
         api_keys=tuple(ApiKeyHash(k.sha256, k.expires_at) for k in a.api_keys),
         updated_at=a.updated_at,
+        # invitation rules (issue 16)
+        throttle_days=a.throttle_days or 0,
+        send_window=None if a.send_window is None else SendWindow(
+            days=tuple(a.send_window["days"]), start=a.send_window["start"],
+            end=a.send_window["end"], time_zone=a.send_window["time_zone"],
+            time_zone_field=a.send_window.get("time_zone_field")),
     )

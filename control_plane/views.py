@@ -41,6 +41,9 @@ def automation_fields(a: Automation) -> dict[str, object]:
                                                     recipients=list(a.error_recipients or ())),
         api_keys=[m.ApiKeyOut(id=k.id, created_at=k.created_at, expires_at=k.expires_at)
                   for k in a.api_keys],
+        # invitation rules (issue 16)
+        throttle_days=a.throttle_days or 0,
+        send_window=None if a.send_window is None else m.SendWindowOut(**a.send_window),
         version=a.version, webhook_path=f"/v1/hooks/{a.id}",
         created_at=a.created_at, updated_at=a.updated_at,
     )
