@@ -53,6 +53,31 @@ class SealedSecret:
     sealed: str
     expires_at: datetime | None = None  # set on the old secret after a rotation (grace period)
 # --- end signed webhooks -------------------------------------------------------------------
+# --- invitation rules (issue 16): throttling and send windows ---------------------------------
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    """When the automation may send: `start` to `end` ("HH:MM", local time; `end` after
+    `start`, "24:00" allowed) on `days`, in the respondent's time zone (the IANA name in the
+    mapped field `time_zone_field`, when set and valid) or else in `time_zone`. The rule
+    itself is `automations.send_window`."""
+
+    days: tuple[str, ...]  # of WEEKDAYS, in week order
+    start: str
+    end: str
+    time_zone: str
+    time_zone_field: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {"days": list(self.days), "start": self.start, "end": self.end,
+                "time_zone": self.time_zone, "time_zone_field": self.time_zone_field}
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> SendWindow:
+        return cls(days=tuple(r["days"]), start=r["start"], end=r["end"],
+                   time_zone=r["time_zone"], time_zone_field=r.get("time_zone_field"))
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,10 @@ class AutomationSnapshot:
     signature_scheme: str = "standard"  # standard | stripe | shopify | github
     signing_secrets: tuple[SealedSecret, ...] = ()
     # --- end signed webhooks ---
+    # Invitation rules (issue 16): not again to an address the survey invited within
+    # `throttle_days` (0: off; the notifier checks it), and the send window (None: any time).
+    throttle_days: int = 0
+    send_window: SendWindow | None = None
     _variables_by_name: dict[str, Variable] = field(default_factory=dict, compare=False,
                                                     repr=False)
 
@@ -113,6 +142,9 @@ class AutomationSnapshot:
             "auth_mode": self.auth_mode, "signature_scheme": self.signature_scheme,
             "signing_secrets": [{"id": x.id, "sealed": x.sealed, "expires_at": x.expires_at}
                                 for x in self.signing_secrets],
+            # invitation rules (issue 16)
+            "throttle_days": self.throttle_days,
+            "send_window": None if self.send_window is None else self.send_window.to_record(),
         }
 
     @classmethod
@@ -140,6 +172,10 @@ class AutomationSnapshot:
             signature_scheme=r.get("signature_scheme") or "standard",
             signing_secrets=tuple(SealedSecret(x["id"], x["sealed"], _aware(x.get("expires_at")))
                                   for x in r.get("signing_secrets") or ()),
+            # invitation rules (issue 16); absent from snapshots written before them
+            throttle_days=r.get("throttle_days") or 0,
+            send_window=None if r.get("send_window") is None
+            else SendWindow.from_record(r["send_window"]),
         )
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from automations.filters import validate_filter
 from automations.paths import is_kept, path_problem
 from automations.problems import Problem
+from automations.send_window import window_problems
 from automations.snapshot import FieldMapping
 from automations.templates import SURVEY_LINK, placeholders
 
@@ -171,7 +172,9 @@ def validate_message(subject: str | None, body: str | None, variables: Iterable[
 def validate_automation(*, fields_mode: Any, fields_paths: Any, filters: Any,
                         mapping: Any, email_field: Any, variables: Iterable[str],
                         subject: str | None = None, body: str | None = None,
-                        message_path: str = "message_id") -> list[Problem]:
+                        message_path: str = "message_id", throttle_days: Any = 0,
+                        send_window: Any = None,
+                        variable_types: Mapping[str, str] | None = None) -> list[Problem]:
     """Every problem with an automation's settings; an empty list when it can be saved."""
     names = list(variables)
     return [
@@ -180,4 +183,60 @@ def validate_automation(*, fields_mode: Any, fields_paths: Any, filters: Any,
         *validate_filters(filters, fields_mode, fields_paths),
         *validate_mapping(mapping, names, fields_mode, fields_paths),
         *validate_message(subject, body, names, message_path),
+        *validate_throttle(throttle_days),
+        *validate_send_window(send_window, mapping, variable_types or {}),
     ]
+
+
+# --- invitation rules (issue 16): throttling and send windows ------------------------------
+MAX_THROTTLE_DAYS = 3650
+ZONE_VARIABLE_TYPES = ("text", "choice")
+
+
+def validate_throttle(days: Any) -> list[Problem]:
+    """`throttle_days`: whole days from 0 (no limit) to MAX_THROTTLE_DAYS."""
+    if isinstance(days, bool) or not isinstance(days, int) or not \
+            0 <= days <= MAX_THROTTLE_DAYS:
+        return [Problem("throttle_days", f"must be a whole number of days from 0 (no limit) "
+                                         f"to {MAX_THROTTLE_DAYS}")]
+    return []
+
+
+def zone_variable(window: Any, mapping: Any) -> str | None:
+    """The survey variable the window's `time_zone_field` is mapped onto (None: not mapped)."""
+    field = getattr(window, "time_zone_field", None)
+    if field is None or not isinstance(mapping, list | tuple):
+        return None
+    for m in mapping:
+        f, variable = _entry(m)
+        if f == field and variable is not None:
+            return str(variable)
+    return None
+
+
+def validate_send_window(window: Any, mapping: Any,
+                         variable_types: Mapping[str, str]) -> list[Problem]:
+    """The window's days, times and zone; its respondent zone field, when set, is mapped onto
+    a text or choice variable (so the zone travels with the invitation's values)."""
+    if window is None:
+        return []
+    problems = [Problem(f"send_window.{where}", reason)
+                for where, reason in window_problems(window)]
+    field = getattr(window, "time_zone_field", None)
+    if field is not None:
+        reason = path_problem(field)
+        variable = zone_variable(window, mapping)
+        if reason:
+            problems.append(Problem("send_window.time_zone_field", reason))
+        elif variable is None:
+            problems.append(Problem("send_window.time_zone_field",
+                                    f"field '{field}' is not mapped onto a survey variable; "
+                                    "map it (onto a text variable) to read the respondent's "
+                                    "time zone from it"))
+        elif variable in variable_types and \
+                variable_types[variable] not in ZONE_VARIABLE_TYPES:
+            problems.append(Problem("send_window.time_zone_field",
+                                    f"field '{field}' is mapped onto '{variable}', a "
+                                    f"{variable_types[variable]} variable; a time zone name "
+                                    "needs a text or choice variable"))
+    return problems

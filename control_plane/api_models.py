@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from automations.snapshot import VARIABLE_TYPES
+from automations.snapshot import VARIABLE_TYPES, WEEKDAYS
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_FILTER_DEPTH = 16
@@ -294,6 +294,46 @@ class SigningSecretRotated(BaseModel):
         description="Until then signatures made with the previous secret still verify")
     version: int
 # --- end signed webhooks -------------------------------------------------------------------
+# --- invitation rules (issue 16): throttling and send windows ------------------------------
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+assert tuple(Weekday.__args__) == WEEKDAYS  # type: ignore[attr-defined]
+TimeOfDay = Annotated[str, StringConstraints(pattern=r"^\d\d:\d\d$")]
+ThrottleDays = Annotated[int, Field(
+    ge=0, le=3650, description="Do not invite an address that this automation's survey "
+    "invited (by any automation) within this many days; 0: no limit. A throttled invitation "
+    "is not mailed: its outcome is `throttled`")]
+
+
+class SendWindowIn(Strict):
+    """When invitations may go out; one due outside waits until the window opens."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1,
+                                max_length=7, description="Days of the week it is open "
+                                "(local dates); default every day")
+    start: TimeOfDay = Field(description="Local time it opens, HH:MM")
+    end: TimeOfDay = Field(description="Local time it closes, HH:MM (24:00 allowed), after "
+                           "start")
+    time_zone: Annotated[str, StringConstraints(min_length=1, max_length=64),
+                         AfterValidator(storable)] = Field(
+        description="The automation's IANA time zone, e.g. Europe/Amsterdam")
+    time_zone_field: FieldPath | None = Field(
+        default=None, description="A mapped field holding the respondent's IANA time zone; "
+        "when a record's value names one, the window is in that zone, else in time_zone")
+
+    @field_validator("days")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each day may be named once")
+        return [d for d in WEEKDAYS if d in v]  # in week order
+
+
+class SendWindowOut(BaseModel):
+    days: list[Weekday]
+    start: str
+    end: str
+    time_zone: str
+    time_zone_field: str | None
 
 
 class AutomationIn(Strict):
@@ -308,11 +348,15 @@ class AutomationIn(Strict):
     enabled: bool = True
     error_notifications: ErrorNotificationsIn = Field(default_factory=ErrorNotificationsIn)
     authentication: AuthenticationIn = Field(default_factory=AuthenticationIn)  # signed webhooks
+    # invitation rules (issue 16)
+    throttle_days: ThrottleDays = 0
+    send_window: SendWindowIn | None = Field(default=None, description="null: any time")
 
 
 class AutomationPatch(Strict):
-    """Only the fields given change; `fields`, `mapping` and `error_notifications` are
-    replaced as a whole. `filters: null` removes the filter."""
+    """Only the fields given change; `fields`, `mapping`, `error_notifications` and
+    `send_window` are replaced as a whole. `filters: null` removes the filter,
+    `send_window: null` the window."""
 
     name: Name | None = None
     survey_id: Annotated[str, StringConstraints(max_length=64),
@@ -328,9 +372,13 @@ class AutomationPatch(Strict):
     error_notifications: ErrorNotificationsIn | None = None
     authentication: AuthenticationSettings | None = None  # signed webhooks; secrets: rotate
 
+    # invitation rules (issue 16); `send_window: null` removes the window
+    throttle_days: ThrottleDays | None = None
+    send_window: SendWindowIn | None = None
+
     @field_validator("name", "survey_id", "message_id", "email_field", "fields", "mapping",
                      "delay_days", "enabled", "error_notifications", "authentication",
-                     mode="before")
+                     "throttle_days", mode="before")
     @classmethod
     def _not_null(cls, v: Any) -> Any:
         # Defaults are not validated, so this only sees an explicit null.
@@ -382,6 +430,10 @@ class AutomationOut(BaseModel):
     error_notifications: ErrorNotificationsOut
     api_keys: list[ApiKeyOut]
     authentication: AuthenticationOut = Field(default_factory=AuthenticationOut)
+    throttle_days: int = Field(description="Days an address the survey invited is not "
+                               "invited again (0: no limit)")
+    send_window: SendWindowOut | None = Field(description="When invitations may go out "
+                                              "(null: any time)")
     version: int
     webhook_path: str = Field(description="Where the integrator POSTs (on the ingress)")
     created_at: datetime
@@ -448,7 +500,7 @@ class RespondentList(BaseModel):
         default=None, description="Pass as `cursor` for the next page; null on the last page")
 
 
-InvitationStatus = Literal["sending", "sent", "failed", "suppressed"]
+InvitationStatus = Literal["sending", "sent", "failed", "suppressed", "throttled"]
 
 
 class InvitationOut(BaseModel):
@@ -457,7 +509,9 @@ class InvitationOut(BaseModel):
     survey_id: str
     email: str | None = Field(description="The respondent's address (null if since removed)")
     status: InvitationStatus = Field(description="sending (being mailed), sent, failed "
-                                     "(permanently refused), suppressed (not mailed)")
+                                     "(permanently refused), suppressed (not mailed: the "
+                                     "automation was disabled or deleted), throttled (not "
+                                     "mailed: invited to the survey within throttle_days)")
     reason: str | None
     smtp_code: int | None
     attempts: int
@@ -478,7 +532,8 @@ class InvitationList(BaseModel):
 class WaitingInvitationOut(BaseModel):
     invitation_id: str
     email: str
-    due_at: datetime = Field(description="Waiting until then (the automation's delay)")
+    due_at: datetime = Field(description="Waiting until then (the automation's delay, "
+                             "moved to the opening of its send window)")
     received_at: datetime
 
 
@@ -505,6 +560,8 @@ class AutomationOutcomes(BaseModel):
     mailed: int = Field(description="Invitation e-mails sent")
     mail_failed: int = Field(description="Invitations whose e-mail was refused for good")
     suppressed: int = Field(description="Invitations not mailed (suppressed)")
+    throttled: int = Field(default=0, description="Invitations not mailed because the "
+                           "address was invited to the survey within throttle_days")
     filtered_by: list[ReasonCount] = Field(
         description="Filtered-out records by the condition that failed and why (a value of "
         "the wrong type says so), most frequent first")

@@ -53,7 +53,7 @@ def outcomes(s: Session, activity: Activity, automation_id: str,
         automation_id=automation_id, since=since, accepted=counts.accepted,
         filtered=counts.filtered, failed=counts.failed, invited=counts.invited,
         mailed=mails.get("sent", 0), mail_failed=mails.get("failed", 0),
-        suppressed=mails.get("suppressed", 0),
+        suppressed=mails.get("suppressed", 0), throttled=mails.get("throttled", 0),
         filtered_by=[m.ReasonCount(reason=r, count=n)
                      for r, n in counts.filtered_by.most_common()],
         failed_by=[m.ReasonCount(reason=r, count=n) for r, n in counts.failed_by.most_common()],
@@ -86,8 +86,9 @@ def router(cp: Any, activity: Activity) -> APIRouter:
                                       description="Exact address (any case)"),
             status: m.InvitationStatus | None = Query(default=None),
             limit: int = Limit, cursor: str | None = Cursor) -> m.InvitationList:
-        """Invitations that were due (sending, sent, failed, suppressed), newest first; those
-        still waiting for their delay are at `/automations/{id}/invitations/waiting`."""
+        """Invitations that were due (sending, sent, failed, suppressed, throttled), newest
+        first; those still waiting for their delay or send window are at
+        `/automations/{id}/invitations/waiting`."""
         def work(s: Session) -> m.InvitationList:
             page = listing.invitations(s, limit=limit, cursor=cursor,
                                        automation_id=automation_id, survey_id=survey_id,
@@ -102,7 +103,7 @@ def router(cp: Any, activity: Activity) -> APIRouter:
                            email: str = Query(min_length=3, max_length=320,
                                               description="The respondent's address")
                            ) -> m.WaitingInvitationList:
-        """Invitations to this address that wait for the automation's delay."""
+        """Invitations to this address that wait for the automation's delay or send window."""
         await cp.read(lambda s: service.get_automation(s, automation_id))
         found = await waiting_invitations(cp.settings.kafka_bootstrap, cp.topics,
                                           automation_id, email)

@@ -36,7 +36,7 @@ from control_plane.store.models import (
 T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-INVITATION_STATUSES = ("sending", "sent", "failed", "suppressed")
+INVITATION_STATUSES = ("sending", "sent", "failed", "suppressed", "throttled")
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def invitations(s: Session, *, limit: int = DEFAULT_LIMIT, cursor: str | None = 
 
 
 def mail_counts(s: Session, automation_id: str, since: datetime) -> dict[str, int]:
-    """Invitations finished since `since`, by status (sent, failed, suppressed)."""
+    """Invitations finished since `since`, by status (sent, failed, suppressed, throttled)."""
     if not _has(s, INVITATIONS.name):
         return {}
     i = INVITATIONS.c

@@ -15,4 +15,7 @@ def check_snapshot(snap: AutomationSnapshot) -> list[Problem]:
         fields_mode=snap.fields_mode, fields_paths=list(snap.fields_paths),
         filters=snap.filters, mapping=list(snap.mapping), email_field=snap.email_field,
         variables=[v.name for v in snap.variables], subject=snap.message.subject,
-        body=snap.message.body)]
+        body=snap.message.body,
+        # invitation rules (issue 16)
+        throttle_days=snap.throttle_days, send_window=snap.send_window,
+        variable_types={v.name: v.type for v in snap.variables})]

@@ -260,6 +260,8 @@ def create_automation(s: Session, data: m.AutomationIn, now: datetime, *,
         error_recipients=list(data.error_notifications.recipients),
         version=1, created_at=now, updated_at=now,
         api_keys=[ApiKey(sha256=keys.hash_key(api_key), created_at=now)],
+        # invitation rules (issue 16)
+        throttle_days=data.throttle_days, send_window=_window_json(data.send_window),
     )
     if signing_secret is not None:
         _add_signing_secret(a, _box(box), signing_secret, now, 0.0,
@@ -316,7 +318,17 @@ def update_automation(s: Session, automation_id: str, data: m.AutomationPatch,
         a.auth_mode = data.authentication.mode
         a.signature_scheme = data.authentication.signature_scheme
         _check_authentication(a, now)
+    # invitation rules (issue 16)
+    if data.throttle_days is not None:
+        a.throttle_days = data.throttle_days
+    if "send_window" in given:
+        a.send_window = _window_json(data.send_window)
     return a, _refresh(s, [a], now, primary=a)
+
+
+def _window_json(w: m.SendWindowIn | None) -> dict[str, Any] | None:
+    """The send window as stored (JSON column) and shown (SendWindowOut)."""
+    return None if w is None else w.model_dump()
 
 
 def set_enabled(s: Session, automation_id: str, enabled: bool, reason: str | None,

@@ -8,6 +8,7 @@ from automations.snapshot import (
     FieldMapping,
     MessageTemplate,
     SealedSecret,
+    SendWindow,
     Variable,
 )
 from control_plane.store.models import Automation
@@ -42,4 +43,10 @@ def build_snapshot(a: Automation) -> AutomationSnapshot:
         signature_scheme=a.signature_scheme or "standard",
         signing_secrets=tuple(SealedSecret(x.id, x.sealed, x.expires_at)
                               for x in a.signing_secrets),
+        # invitation rules (issue 16)
+        throttle_days=a.throttle_days or 0,
+        send_window=None if a.send_window is None else SendWindow(
+            days=tuple(a.send_window["days"]), start=a.send_window["start"],
+            end=a.send_window["end"], time_zone=a.send_window["time_zone"],
+            time_zone_field=a.send_window.get("time_zone_field")),
     )

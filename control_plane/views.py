@@ -47,6 +47,9 @@ def automation_fields(a: Automation) -> dict[str, object]:
             signing_secrets=[m.SigningSecretOut(id=x.id, created_at=x.created_at,
                                                 expires_at=x.expires_at)
                              for x in a.signing_secrets]),
+        # invitation rules (issue 16)
+        throttle_days=a.throttle_days or 0,
+        send_window=None if a.send_window is None else m.SendWindowOut(**a.send_window),
         version=a.version, webhook_path=f"/v1/hooks/{a.id}",
         created_at=a.created_at, updated_at=a.updated_at,
     )

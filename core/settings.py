@@ -105,8 +105,9 @@ class Settings(BaseSettings):
 
     # --- streams and notifier ----------------------------------------------------------------
     day_seconds: float = Field(
-        86400.0, gt=0, description="Length of a day for delays (shorten it for tests and "
-        "demos).")
+        86400.0, gt=0, description="Length of a day for delays, throttling and send "
+        "windows (shorten it for tests and demos; a send window then runs on a scaled clock "
+        "where this many seconds are one day, see docs/DESIGN.md).")
     disable_after: int = Field(
         10, ge=1, description="Consecutive failures after which an automation is disabled.")
     alert_interval_seconds: float = Field(

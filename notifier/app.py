@@ -95,7 +95,8 @@ class Notifier:
             self.invitations = InvitationService(
                 bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
                 pool=pool, producer=producer, db=db, survey_base_url=s.survey_base_url,
-                mail_from=s.mail_from, group_id=self.group_id, tuning=self.tuning)
+                mail_from=s.mail_from, group_id=self.group_id, tuning=self.tuning,
+                day_seconds=s.day_seconds)
             self.alerts = AlertService(
                 bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
                 pool=alert_pool, db=db, admin=admin, mail_from=s.mail_from,

@@ -1,7 +1,9 @@
 """Consume `invitations.due`, mail each invitation once, emit its `InvitationOutcome`.
 
 Per record: the automation's snapshot decides (disabled or deleted: suppressed); the
-invitation's SQL row is claimed (its primary key makes a replay a `duplicate`); the message is
+invitation's SQL row is claimed (its primary key makes a replay a `duplicate`; under the
+automation's throttling rule, an address the survey invited within its days is `throttled`,
+decided in the same SQL transaction, see `store.claim`); the message is
 rendered and sent on the SMTP pool; transient failures retry with exponential backoff and
 jitter inside the record's own task, so other invitations keep flowing; the outcome is
 recorded in SQL, then published; only then does the record count as done, and offsets are
@@ -76,7 +78,7 @@ class InvitationService(ConsumerService):
     def __init__(self, *, bootstrap: str, topics: Topics, config: ConfigCache, pool: SmtpPool,
                  producer: AIOKafkaProducer, db: store.Db, survey_base_url: str,
                  mail_from: str, group_id: str = "hookstream-notifier",
-                 tuning: Tuning | None = None) -> None:
+                 tuning: Tuning | None = None, day_seconds: float = 86400.0) -> None:
         super().__init__(TrackedConsumer(bootstrap=bootstrap, group_id=group_id,
                                          topic=topics.due,
                                          before_commit=self._flush_published))
@@ -89,6 +91,7 @@ class InvitationService(ConsumerService):
         self.mail_from = mail_from
         self.sender = sender_address(mail_from)
         self.tuning = tuning or Tuning()
+        self.day_seconds = day_seconds  # the length of throttling's days (issue 16)
         self.owner = f"notifier-{uuid.uuid4()}"
         self._lease = self.tuning.lease(pool.config.timeout)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -213,10 +216,15 @@ class InvitationService(ConsumerService):
         elif not snap.enabled:
             suppress = "automation disabled"
         message_id = message_id_for(req["invitation_id"], self.mail_from)
+        throttle = None
+        if snap is not None and snap.throttle_days > 0:
+            throttle = store.Throttle(snap.throttle_days,
+                                      timedelta(seconds=snap.throttle_days * self.day_seconds))
         while True:
             c = await self.db.tx(store.claim, req, owner=self.owner, lease=self._lease,
                                   survey_name=snap.survey_name if snap else "",
-                                  message_id=message_id, suppress_reason=suppress)
+                                  message_id=message_id, suppress_reason=suppress,
+                                  throttle=throttle)
             if c.kind != "busy":
                 break
             await asyncio.sleep(self.tuning.busy_poll)  # another notifier is sending it
@@ -233,6 +241,10 @@ class InvitationService(ConsumerService):
             INVITATIONS_FAILED.labels(reason="suppressed").inc()
             return await self._emit(req, events.outcome(
                 req, "suppressed", attempts=0, reason=suppress, message_id=None))
+        if c.kind == "throttled":  # issue 16: a business rule, not an error of the automation
+            INVITATIONS_FAILED.labels(reason="throttled").inc()
+            return await self._emit(req, events.outcome(
+                req, "throttled", attempts=0, reason=c.reason, message_id=None))
         assert snap is not None  # new or reclaimed rows exist only for enabled automations
         return await self._send(req, snap, c, message_id, fetched)
 

@@ -1,7 +1,8 @@
 """The notifier's SQL tables (it owns them; their migrations are in `notifier/migrations/`).
 
 - `respondents`: one row per (survey, e-mail) with the background data; the values of the
-  newest invitation (by `received_at`) win, key by key.
+  newest invitation (by `received_at`) win, key by key; and when the survey last invited the
+  address (`last_invited_at`, which throttling reads).
 - `invitations`: one row per invitation id. Its PRIMARY KEY is what guarantees one mail per
   invitation: a redelivered or replayed invitation finds its row and is not mailed again.
   `token` is the unguessable part of the personal survey link.
@@ -19,12 +20,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.sql import UTCDateTime, utcnow
 
-# Invitation status values (the row's life: sending -> sent | failed; or suppressed at once).
+# Invitation status values (the row's life: sending -> sent | failed; or suppressed or
+# throttled at once).
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
 SUPPRESSED = "suppressed"
-FINAL = (SENT, FAILED, SUPPRESSED)
+THROTTLED = "throttled"  # issue 16: the survey invited the address within throttle_days
+FINAL = (SENT, FAILED, SUPPRESSED, THROTTLED)
 
 
 class Base(DeclarativeBase):
@@ -42,6 +45,9 @@ class Respondent(Base):
     values_at: Mapped[datetime] = mapped_column()  # received_at of the newest values
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Issue 16 (migration 0103_rules): when the survey last invited this address (the claim of
+    # its newest invitation to be mailed). Throttling compares with it in the claim's UPDATE.
+    last_invited_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Invitation(Base):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import JSON, Connection, Engine, bindparam, event, insert, select, update
+from sqlalchemy import JSON, Connection, Engine, bindparam, event, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.sql import UTCDateTime, make_engine, session_factory
@@ -28,6 +28,7 @@ from notifier.models import (
     SENDING,
     SENT,
     SUPPRESSED,
+    THROTTLED,
     AutomationErrorRow,
     FailureStreak,
     Invitation,
@@ -168,9 +169,9 @@ def new_token() -> str:
 class SendClaim:
     """Whether this process may send an invitation, as the invitation's row says:
     `new`/`reclaimed` (this process sends it), `final` (decided before: a duplicate), `busy`
-    (another sender holds a live lease), `suppressed` (just recorded as suppressed)."""
+    (another sender holds a live lease), `suppressed` or `throttled` (just recorded so)."""
 
-    kind: Literal["new", "reclaimed", "final", "busy", "suppressed"]
+    kind: Literal["new", "reclaimed", "final", "busy", "suppressed", "throttled"]
     token: str
     status: str
     attempts: int
@@ -200,7 +201,18 @@ _SELECT_RESPONDENT = select(RESP.c.id, RESP.c.variables, RESP.c.values_at).where
 _INSERT_RESPONDENT = insert(RESP)
 _UPDATE_RESPONDENT = update(RESP).where(RESP.c.id == bindparam("b_id")).values(
     variables=bindparam("b_vars", type_=JSON()), values_at=bindparam("b_at", type_=_TS),
-    updated_at=bindparam("b_now", type_=_TS))
+    updated_at=bindparam("b_now", type_=_TS), last_invited_at=bindparam("b_now", type_=_TS))
+# Throttling (issue 16): the respondent may be invited only if the survey did not invite it
+# since the cutoff, and then it is, in one conditional UPDATE. PostgreSQL re-checks the WHERE
+# of an UPDATE that waited for another transaction's row lock against the row that one
+# committed (read committed), and SQLite has one writer at a time, so of two notifiers that
+# claim the same address at once exactly one gets the row: exact across replicas and restarts.
+_INVITE_UNLESS_THROTTLED = (
+    update(RESP).where(RESP.c.id == bindparam("b_id"),
+                       or_(RESP.c.last_invited_at.is_(None),
+                           RESP.c.last_invited_at <= bindparam("b_cutoff", type_=_TS)))
+    .values(last_invited_at=bindparam("b_now", type_=_TS)))
+_LAST_INVITED = select(RESP.c.last_invited_at).where(RESP.c.id == bindparam("b_id"))
 _TOUCH = (update(INV).where(INV.c.id == bindparam("b_id"), INV.c.status == SENDING)
           .values(claimed_by=bindparam("b_owner"), claimed_at=bindparam("b_now", type_=_TS),
                   attempts=bindparam("b_attempts")))
@@ -215,14 +227,25 @@ _PUBLISHED = (update(INV).where(INV.c.id.in_(bindparam("b_ids", expanding=True))
               .values(outcome_published=True))
 
 
+@dataclass(frozen=True)
+class Throttle:
+    """An automation's throttling rule (issue 16): not again to an address its survey invited
+    within `days` (`window` long: days of HOOKSTREAM_DAY_SECONDS)."""
+
+    days: int
+    window: timedelta
+
+
 def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str,
           lease: timedelta, message_id: str,
-          suppress_reason: str | None = None) -> SendClaim:
+          suppress_reason: str | None = None, throttle: Throttle | None = None) -> SendClaim:
     """Insert the invitation's row (the exactly-once guard) or report what it already says.
 
     A row left `sending` by a sender whose lease ran out (a crashed process) is taken over;
     one left by this very process (`owner`) too, since it is no longer being worked on here.
     A concurrent insert by another notifier surfaces as IntegrityError (caller retries).
+    A new invitation under a `throttle` whose address the survey invited within its window
+    is recorded `throttled` (final: never mailed), in the same transaction.
     """
     now = datetime.now(UTC)
     iid = req["invitation_id"]
@@ -238,25 +261,37 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
         taken = conn.execute(_RECLAIM, {"b_id": iid, "b_old": row.claimed_at,
                                         "b_owner": owner, "b_now": now}).rowcount
         return replace(found, kind="reclaimed" if taken == 1 else "busy")
-    respondent_id = None if suppress_reason is not None else _upsert_respondent(conn, req, now)
-    token = new_token()
+    respondent_id, reason = None, suppress_reason
     status = SENDING if suppress_reason is None else SUPPRESSED
+    if suppress_reason is None:
+        respondent_id, invited_at = _upsert_respondent(conn, req, now, throttle)
+        if invited_at is not None and throttle is not None:
+            status = THROTTLED
+            reason = (f"throttled: the survey invited this address at "
+                      f"{invited_at:%Y-%m-%d %H:%M:%S} UTC, within the automation's "
+                      f"{throttle.days} day(s)")
+    token = new_token()
     conn.execute(_INSERT_INVITATION, {
         "id": iid, "automation_id": req["automation_id"],
         "automation_version": req["automation_version"], "survey_id": req["survey_id"],
         "survey_name": survey_name[:200], "event_id": req["event_id"],
         "record_index": req["record_index"], "respondent_id": respondent_id, "token": token,
-        "status": status, "reason": suppress_reason, "attempts": 0, "message_id": message_id,
+        "status": status, "reason": reason, "attempts": 0, "message_id": message_id,
         "outcome_published": False, "received_at": aware_utc(req["received_at"]),
         "due_at": aware_utc(req["due_at"]), "claimed_by": owner, "claimed_at": now,
-        "created_at": now, "finished_at": None if suppress_reason is None else now})
-    return SendClaim(kind="new" if suppress_reason is None else "suppressed", token=token,
-                 status=status, attempts=0, reason=suppress_reason, message_id=message_id)
+        "created_at": now, "finished_at": None if status == SENDING else now})
+    kind: Literal["new", "suppressed", "throttled"] = (
+        "new" if status == SENDING else "suppressed" if status == SUPPRESSED else "throttled")
+    return SendClaim(kind=kind, token=token, status=status, attempts=0, reason=reason,
+                     message_id=message_id)
 
 
-def _upsert_respondent(conn: Connection, req: dict[str, Any], now: datetime) -> int:
-    """The respondent's row with this invitation's background values merged in: key by key,
-    the values of the invitation received last win."""
+def _upsert_respondent(conn: Connection, req: dict[str, Any], now: datetime,
+                       throttle: Throttle | None = None) -> tuple[int, datetime | None]:
+    """The respondent's row with this invitation's background values merged in (key by key,
+    the values of the invitation received last win), marked invited now. Under a `throttle`,
+    when the survey invited the address within its window, nothing changes and the time of
+    that invitation comes back as the second value (None: invited now)."""
     email = respondent_email(req["email"])
     received = aware_utc(req["received_at"])
     values = dict(req.get("variables") or {})
@@ -265,15 +300,20 @@ def _upsert_respondent(conn: Connection, req: dict[str, Any], now: datetime) -> 
     if row is None:
         result = conn.execute(_INSERT_RESPONDENT, {
             "survey_id": req["survey_id"], "email": email, "variables": values,
-            "values_at": received, "created_at": now, "updated_at": now})
-        return int(result.inserted_primary_key[0])
+            "values_at": received, "created_at": now, "updated_at": now,
+            "last_invited_at": now})
+        return int(result.inserted_primary_key[0]), None
+    if throttle is not None and conn.execute(_INVITE_UNLESS_THROTTLED, {
+            "b_id": row.id, "b_cutoff": now - throttle.window, "b_now": now}).rowcount != 1:
+        invited_at = conn.execute(_LAST_INVITED, {"b_id": row.id}).scalar()
+        return int(row.id), aware_utc(invited_at) if invited_at is not None else now
     if received >= row.values_at:
         merged, values_at = {**row.variables, **values}, received
     else:  # an older invitation arrived late: it only fills keys the row does not have
         merged, values_at = {**values, **row.variables}, row.values_at
     conn.execute(_UPDATE_RESPONDENT, {"b_id": row.id, "b_vars": merged, "b_at": values_at,
                                       "b_now": now})
-    return int(row.id)
+    return int(row.id), None
 
 
 def touch(conn: Connection, invitation_id: str, owner: str, attempts: int) -> None:

@@ -26,3 +26,10 @@ RELEASE_LAG = Histogram("hookstream_release_lag_seconds",
 TRANSACTIONS = Counter("hookstream_stream_transactions_total",
                        "Kafka transactions, by loop (streams, scheduler) and result.",
                        ["loop", "result"])
+# Send windows (issue 16).
+WINDOW_HELD = Counter("hookstream_send_window_held_total",
+                      "Invitations sent to the scheduler to wait until their automation's send "
+                      "window opens (due while it was closed).")
+WINDOW_ZONE_FALLBACK = Counter("hookstream_send_window_zone_fallbacks_total",
+                               "Invitations whose respondent time-zone field held no IANA "
+                               "zone name, so the automation's zone was used.")

@@ -23,7 +23,9 @@ from automations.bodies import BodyError, parse_body
 from automations.engine import Accepted, FilteredOut, Rejected, compile_automation
 from automations.error_events import automation_error
 from automations.ids import invitation_id
+from automations.send_window import WindowError, WindowRule
 from automations.snapshot import AutomationSnapshot
+from automations.validation import zone_variable
 from core.kafka.headers import (
     CONTENT_TYPE,
     DLQ_AT,
@@ -83,12 +85,15 @@ class Transformer:
         self.topics = topics
         self.config = config
         self.day_ms = day_seconds * 1000.0
+        self.day_seconds = day_seconds
         self.clock = clock
         # The encoded fields every invitation of a snapshot shares, by snapshot identity
         # (snapshots are immutable; a new version is a new object).
         self._static: dict[int, tuple[AutomationSnapshot, bytes]] = {}
         # Outcome counts per automation, drained by the caller into `automations.counts`.
         self.tally = Tally()
+        # The send window of each snapshot, compiled once (by snapshot identity, as _static).
+        self._windows: dict[int, tuple[AutomationSnapshot, WindowRule | WindowError | None]] = {}
 
     def transform(self, rec: RawRecord) -> list[Output]:
         headers = list(rec.headers)
@@ -119,6 +124,7 @@ class Transformer:
                               exc.detail, None)
 
         compiled = compile_automation(snapshot)
+        window = self._window(snapshot)
         # A body that is its one record goes to the DLQ as received (a form must: its content
         # type travels with it); a record of a JSON batch goes as that record's JSON.
         single = len(parsed) == 1 and fixed_index is None and (
@@ -144,8 +150,16 @@ class Transformer:
                                   None)
                 continue
             kind = type(verdict)
-            if kind is Accepted:
-                out.append(self._invitation(snapshot, event_id, index, verdict, received_at))
+            if kind is Accepted and isinstance(window, WindowError):
+                # Saved valid, unusable here (say, a zone this machine's database lacks): the
+                # record waits on the dead-letter topic rather than go out of its window.
+                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                                  event_id, index, "invalid_send_window",
+                                  f"The automation's send window cannot be used here: "
+                                  f"{window}.", None)
+            elif kind is Accepted:
+                out.append(self._invitation(snapshot, event_id, index, verdict, received_at,
+                                            window))
                 _ACCEPTED.inc()
                 self.tally.invited(automation_id)
             elif kind is FilteredOut:
@@ -162,10 +176,16 @@ class Transformer:
         return out
 
     def _invitation(self, snap: AutomationSnapshot, event_id: str, index: int,
-                    verdict: Accepted, received_at: int) -> Output:
+                    verdict: Accepted, received_at: int,
+                    window: WindowRule | None = None) -> Output:
         inv_id = invitation_id(snap.id, event_id, index)
         delay = snap.delay_days
         due_at = received_at + int(delay * self.day_ms)
+        held = False
+        if window is not None:
+            now_ms = int(self.clock() * 1000)
+            due_at = self._in_window(window, due_at, now_ms, verdict.variables)
+            held = due_at > now_ms  # waits in the scheduler, as a delay does
         entry = self._static.get(id(snap))
         if entry is not None and entry[0] is snap:
             static = entry[1]
@@ -188,12 +208,47 @@ class Transformer:
                               for k, v in verdict.variables.items()},
                 "received_at": received_at, "due_at": due_at, "delay_days": delay,
             })
-        if delay > 0:
+        if delay > 0 or held:
             _SCHEDULED.inc()
             return Output(self.topics.scheduled, inv_id.encode(), value,
                           [(DUE_AT, str(due_at).encode())])
         _DUE.inc()
         return Output(self.topics.due, inv_id.encode(), value, [])
+
+    # -- send windows (issue 16) -------------------------------------------------------------
+
+    def _window(self, snap: AutomationSnapshot) -> WindowRule | WindowError | None:
+        """The snapshot's send window compiled (or why it cannot be), once per snapshot."""
+        if snap.send_window is None:
+            return None
+        entry = self._windows.get(id(snap))
+        if entry is not None and entry[0] is snap:
+            return entry[1]
+        if len(self._windows) > 1024:
+            self._windows.clear()  # snapshots replaced over time: bounded, rebuilt on use
+        rule: WindowRule | WindowError
+        try:
+            rule = WindowRule(snap.send_window, zone_variable(snap.send_window, snap.mapping))
+        except WindowError as exc:
+            log.error("automation %s: its send window cannot be used: %s", snap.id, exc)
+            rule = exc
+        self._windows[id(snap)] = (snap, rule)
+        return rule
+
+    def _in_window(self, window: WindowRule, due_at: int, now_ms: int,
+                   variables: Mapping[str, Any]) -> int:
+        """When an invitation due at `due_at` may go out: due_at (or now, if that is later)
+        when the window is open then, else the moment it opens, in the respondent's zone
+        when a valid one was mapped, else the automation's."""
+        zone, own = window.zone_for(variables)
+        if window.zone_variable is not None and not own:
+            metrics.WINDOW_ZONE_FALLBACK.inc()
+        base = max(due_at, now_ms)  # a record read late is not sent into a closed window
+        release = window.release_ms(base, zone, self.day_seconds)
+        if release == base:
+            return due_at
+        metrics.WINDOW_HELD.inc()
+        return release
 
     def _fail(self, automation_id: str, value: bytes, headers: Headers, event_id: str,
               index: int | None, reason: str, detail: str, field: str | None) -> list[Output]:

@@ -103,6 +103,10 @@ class Automation(Base):
     signature_scheme: Mapped[str] = mapped_column(String(16), default="standard",
                                                   server_default="standard")
     # --- end signed webhooks ---
+    # invitation rules (issue 16; migration 0003_rules): days an address the survey invited
+    # is not invited again (0: no limit), and the send window as the API's JSON (None: any time)
+    throttle_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    send_window: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     # The service bumps `version` itself on every change (also when only a related row,
     # like a key or the survey, changed); the ORM still checks the old value in the UPDATE's

@@ -28,6 +28,8 @@ LOADED_BY_NAME = {
     "httptools": "uvicorn, http='httptools'",
     # fastapi.templating.Jinja2Templates (the console's pages) imports jinja2 itself.
     "jinja2": "Starlette's Jinja2Templates, for the console's pages",
+    # zoneinfo reads the `tzdata` package when the system has no zone database (send windows).
+    "tzdata": "zoneinfo, where the system has no IANA time zone database",
 }
 
 

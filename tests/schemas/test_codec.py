@@ -80,6 +80,10 @@ def snapshot(**over: Any) -> dict[str, Any]:
         "updated_at": T0,
         "auth_mode": "both", "signature_scheme": "standard",
         "signing_secrets": [{"id": "sec_1", "sealed": "v1.bm9uY2U", "expires_at": None}],
+        "throttle_days": 30,
+        "send_window": {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00",
+                        "end": "17:00", "time_zone": "Europe/Amsterdam",
+                        "time_zone_field": "customer.tz"},
     }
     rec.update(over)
     return rec
@@ -97,7 +101,9 @@ def counts(**over: Any) -> dict[str, Any]:
 RECORDS = {
     "InvitationRequested": [invitation(), invitation(variables={}, record_index=0)],
     "InvitationOutcome": [outcome(), outcome(status="sent", reason=None, smtp_code=None,
-                                             message_id=None, attempts=3)],
+                                             message_id=None, attempts=3),
+                          outcome(status="throttled", reason="throttled: invited before",
+                                  smtp_code=None, message_id=None, attempts=0)],
     "AutomationError": [automation_error(),
                         automation_error(field=None, event_id=None, record_index=None,
                                          invitation_id="inv_1", source="notifier"),
@@ -106,7 +112,8 @@ RECORDS = {
                                          count=41, since=T0 - timedelta(minutes=1))],
     "AutomationSnapshot": [snapshot(), snapshot(disabled_reason=None, filters_json=None,
                                                 api_keys=[], variables=[], mapping=[],
-                                                auth_mode="key", signing_secrets=[])],
+                                                auth_mode="key", signing_secrets=[],
+                                                throttle_days=0, send_window=None)],
     "AutomationCounts": [counts(), counts(filtered_by={}, failed_by={}, accepted=0)],
 }
 
