@@ -48,8 +48,13 @@ def parsed(name: str) -> dict[str, Any]:
 
 @cache
 def fingerprint(name: str) -> bytes:
-    """The schema's CRC-64-AVRO fingerprint of its Parsing Canonical Form, little endian."""
-    canonical = fastavro.schema.to_parsing_canonical_form(parsed(name))
+    """The current schema's CRC-64-AVRO fingerprint of its Parsing Canonical Form."""
+    return fingerprint_of(parsed(name))
+
+
+def fingerprint_of(schema: dict[str, Any] | list[Any] | str) -> bytes:
+    """The CRC-64-AVRO fingerprint (little endian) of any parsed schema."""
+    canonical = fastavro.schema.to_parsing_canonical_form(schema)
     # fastavro already returns the hex of the little-endian bytes (e.g. "int" ->
     # 8f5c393f1ad57572 for the value 0x7275d51a3f395c8f): take the bytes as they are.
     return bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
