@@ -289,14 +289,19 @@ def test_automations_delete(admin: Admin) -> None:
     assert admin.http.get(f"/v1/automations/{a['id']}").status_code == 404
 
 
-def test_automations_disable_and_enable(admin: Admin) -> None:
+def test_automations_disable(admin: Admin) -> None:
     a = admin.automation()
     assert "disabled (version 2)" in cli("automations", "disable", a["id"], "--reason",
                                          "maintenance").output
     got = admin.api("GET", f"/v1/automations/{a['id']}")
     assert (got["enabled"], got["disabled_reason"]) == (False, "maintenance")
-    assert "enabled (version 3)" in cli("automations", "enable", a["id"]).output
-    assert admin.api("GET", f"/v1/automations/{a['id']}")["enabled"] is True
+
+
+def test_automations_enable(admin: Admin) -> None:
+    a = admin.automation(enabled=False)
+    assert "enabled (version 2)" in cli("automations", "enable", a["id"]).output
+    got = admin.api("GET", f"/v1/automations/{a['id']}")
+    assert (got["enabled"], got["disabled_reason"]) == (True, None)
 
 
 def test_automations_rotate_key(admin: Admin) -> None:
