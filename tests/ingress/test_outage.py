@@ -129,6 +129,7 @@ async def test_frozen_broker_gives_503_within_the_send_timeout(own_kafka: LocalK
         assert publisher.ready
         os.kill(state.pid, signal.SIGSTOP)
         try:
+            await wait_stopped(state.pid)  # every broker thread frozen before we publish
             started = time.monotonic()
             with pytest.raises(PublishUnavailable):
                 await publisher.publish(topics.raw, b"a", b'{"n": 1}', [])
@@ -144,6 +145,24 @@ async def test_frozen_broker_gives_503_within_the_send_timeout(own_kafka: LocalK
         assert publisher.ready
     finally:
         await publisher.stop()
+
+
+async def wait_stopped(pid: int, within: float = 10.0) -> None:
+    """Until every thread of `pid` is stopped: kill() only queues SIGSTOP, and a busy
+    machine may let a broker thread run on (and answer a request) for a moment."""
+    tasks = Path(f"/proc/{pid}/task")
+    async with asyncio.timeout(within):
+        while True:
+            states = []
+            for task in tasks.iterdir():
+                try:
+                    stat = (task / "stat").read_text()
+                except FileNotFoundError:
+                    continue  # the thread ended meanwhile
+                states.append(stat.rpartition(")")[2].split()[0])
+            if states and all(s in ("T", "t") for s in states):
+                return
+            await asyncio.sleep(0.01)
 
 
 async def publish_until_acknowledged(publisher: RdKafkaPublisher, topic: str, value: bytes,
