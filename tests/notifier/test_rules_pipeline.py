@@ -207,10 +207,17 @@ async def test_due_at_23_00_with_a_9_to_5_window_is_mailed_at_9_00_and_never_bef
             due = clock(held["due_at"].timestamp())
             assert (due.date() - received.date()).days == 1
             assert (due.hour, due.minute, due.second) == (9, 0, 0), due
-            # While it waits, the admin API lists it with its due time.
-            r = await admin.get(f"/v1/automations/{aid}/invitations/waiting",
-                                params={"email": "late@example.com"})
-            assert [w["invitation_id"] for w in r.json()["items"]] == [held["invitation_id"]]
+            # While it waits, the admin API lists it with its due time. The list reads the
+            # scheduler's changelog, which the scheduler writes after it took the record from
+            # `invitations.scheduled`: poll (well inside the ~20 s the invitation waits).
+            async def waiting() -> list[str]:
+                r = await admin.get(f"/v1/automations/{aid}/invitations/waiting",
+                                    params={"email": "late@example.com"})
+                return [w["invitation_id"] for w in r.json()["items"]]
+            async with asyncio.timeout(15):
+                while (listed := await waiting()) != [held["invitation_id"]]:
+                    await asyncio.sleep(0.25)
+            assert listed == [held["invitation_id"]]
 
             mails = await wait_for(lambda: [m for m in smtp.messages()
                                             if str(m["To"]) == "late@example.com"],
