@@ -73,6 +73,17 @@ class Unauthorized(DomainError):
     code = "unauthorized"
 
 
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+
+
+# What the notifier's own token (HOOKSTREAM_NOTIFIER_ADMIN_TOKEN) may call: it disables an
+# automation that keeps failing; enable is its inverse. Every other route answers 403 to it.
+NOTIFIER_ROUTES = frozenset({"/v1/automations/{automation_id}/disable",
+                             "/v1/automations/{automation_id}/enable"})
+
+
 class PublishFailed(DomainError):
     status = 503
     code = "config_publish_failed"
@@ -286,13 +297,21 @@ def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:
     bearer = HTTPBearer(auto_error=False, scheme_name="adminToken",
                         description="HOOKSTREAM_ADMIN_TOKEN")
     expected = cp.settings.admin_token.get_secret_value().encode()
+    notifier = cp.settings.notifier_admin_token.get_secret_value().encode()
 
     async def require_admin(
+            request: Request,
             creds: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
         given = creds.credentials.encode() if creds is not None else b""
-        if not hmac.compare_digest(given, expected):
-            raise Unauthorized("missing or wrong admin token: send Authorization: Bearer "
-                               "$HOOKSTREAM_ADMIN_TOKEN")
+        if hmac.compare_digest(given, expected):
+            return
+        if hmac.compare_digest(given, notifier):
+            # Dependencies run after routing: the matched route's template is known.
+            if getattr(request.scope.get("route"), "path", None) in NOTIFIER_ROUTES:
+                return
+            raise Forbidden("the notifier's token may only disable and enable automations")
+        raise Unauthorized("missing or wrong admin token: send Authorization: Bearer "
+                           "$HOOKSTREAM_ADMIN_TOKEN")
 
     router = APIRouter(prefix="/v1", dependencies=[Depends(require_admin)], responses=ERRORS)
 

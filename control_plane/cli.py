@@ -53,10 +53,22 @@ def admin(
     import uvicorn
 
     from control_plane.api import create_app
+    from core.logs import KAFKA_LOGGERS, install_repeat_filter, path_of, redact_access_log
+    from core.settings import default_token_refusal
 
     s = get_settings()
-    uvicorn.run(create_app(s), host=host or s.admin_host, port=port or s.admin_port,
-                log_level=log_level)
+    host = host or s.admin_host
+    refusal = default_token_refusal(s, host, "admin API",
+                                    ("admin_token", "notifier_admin_token"))
+    if refusal:
+        typer.secho(f"error: {refusal}", fg="red", err=True)
+        raise typer.Exit(2)
+    # The access log keeps method, path and status, never a query string or the survey
+    # link's token (a respondent may open their link on the admin's address).
+    redact_access_log([path_of(s.survey_base_url)])
+    app = create_app(s)
+    install_repeat_filter((*KAFKA_LOGGERS, "control_plane"), s.log_repeat_seconds)
+    uvicorn.run(app, host=host, port=port or s.admin_port, log_level=log_level)
 
 
 # --- HTTP and printing ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ carries a description: `docs/SETTINGS.md` is generated from this class
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -130,7 +131,49 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(
         9093, description="Controller port of that local broker (KRaft).")
 
+    # --- tokens and logs (issue 15, items 4, 5 and 8) -----------------------------------------
+    notifier_admin_token: SecretStr = Field(
+        SecretStr("dev-notifier-token"),
+        description="Bearer token the notifier uses on the admin API: it may only disable and "
+        "enable automations (403 on every other route). The admin and the notifier need the "
+        "same one; a secret: set it in every deployment.")
+    log_repeat_seconds: float = Field(
+        30.0, gt=0, description="Repeated warnings from one place (a broker or SMTP outage's "
+        "connection errors) are written once per this interval, the next line with the count.")
+
 
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+# --- refusing to expose the development tokens (issue 15, item 5) ------------------------------
+
+_DEV_TOKENS = {"admin_token": "dev-admin-token", "notifier_admin_token": "dev-notifier-token"}
+
+
+def is_loopback(host: str) -> bool:
+    """`host` is reached from this machine only (127.0.0.0/8, ::1, `localhost`). Any other
+    name may resolve to a public address, so it counts as exposed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_token_refusal(settings: Settings, host: str, service: str,
+                          tokens: tuple[str, ...] = ("admin_token",)) -> str | None:
+    """Why `service` must not listen on `host` with these settings (one line), or None.
+
+    The development tokens are public (they are in this file): behind a non-loopback address
+    they would let anyone who can reach the port administer the pipeline."""
+    if is_loopback(host):
+        return None
+    for name in tokens:
+        if getattr(settings, name).get_secret_value() == _DEV_TOKENS[name]:
+            env = f"HOOKSTREAM_{name.upper()}"
+            return (f"refusing to serve the {service} on {host} with the default {env}: "
+                    f"set {env} to a long random string (or bind to 127.0.0.1)")
+    return None

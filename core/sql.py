@@ -64,6 +64,9 @@ def _prepare_sqlite_file(url: str) -> None:
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
+    # A failed statement's message would otherwise carry its parameters (a respondent's
+    # e-mail address, a key hash) into whatever logs the exception.
+    kwargs.setdefault("hide_parameters", True)
     if make_url(url).get_backend_name() == "sqlite":
         _prepare_sqlite_file(url)
         # Other processes (the notifier) write the same file: wait for their locks, not fail.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from core.logs import KAFKA_LOGGERS, install_repeat_filter
 from core.settings import Settings, get_settings
 from ingress.app import IngressApp, create_app
 
@@ -19,4 +20,6 @@ def configure_logging(settings: Settings) -> None:
 def app_from_env() -> IngressApp:
     settings = get_settings()
     configure_logging(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    install_repeat_filter((*KAFKA_LOGGERS, "ingress"), settings.log_repeat_seconds)
+    return app

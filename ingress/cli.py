@@ -24,10 +24,15 @@ def register(app: typer.Typer) -> None:
 
         Stops gracefully on SIGINT/SIGTERM: open requests finish and the producer is flushed.
         """
-        from core.settings import get_settings
+        from core.settings import default_token_refusal, get_settings
 
         s = get_settings()
-        serve(host or s.ingress_host, port or s.ingress_port, server)
+        host = host or s.ingress_host
+        refusal = default_token_refusal(s, host, "ingress")
+        if refusal:
+            typer.secho(f"error: {refusal}", fg="red", err=True)
+            raise typer.Exit(2)
+        serve(host, port or s.ingress_port, server)
 
 
 APP = "ingress.asgi:app_from_env"

@@ -90,7 +90,8 @@ class Notifier:
             stack.push_async_callback(pool.close)
             alert_pool = SmtpPool(self.smtp, 1)  # alerts never queue behind invitations
             stack.push_async_callback(alert_pool.close)
-            admin = AdminClient(s.admin_url, s.admin_token.get_secret_value())
+            # Its own token: it can disable and enable automations, nothing else.
+            admin = AdminClient(s.admin_url, s.notifier_admin_token.get_secret_value())
             stack.push_async_callback(admin.close)
             self.invitations = InvitationService(
                 bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,

@@ -22,15 +22,21 @@ def register(app: typer.Typer) -> None:
         """
         import asyncio
 
+        from core.logs import KAFKA_LOGGERS, install_repeat_filter
         from core.settings import get_settings
         from notifier.app import run
         from notifier.smtp_config import SmtpUrlError
 
         logging.basicConfig(level=log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        settings = get_settings()
+        # After the imports above (they create the loggers): a broker or SMTP outage is one
+        # line per interval with a count, not one per connection attempt.
+        install_repeat_filter((*KAFKA_LOGGERS, "notifier", "automations"),
+                              settings.log_repeat_seconds)
         try:
             _install_uvloop()  # a third less CPU per mail (bench/notifier.py)
-            asyncio.run(run(get_settings()))
+            asyncio.run(run(settings))
         except SmtpUrlError as exc:
             typer.secho(f"error: HOOKSTREAM_SMTP_URL: {exc}", fg="red", err=True)
             raise typer.Exit(2) from exc

@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY
 from automations.config_cache import ConfigCache
 from core.kafka.lag import LagCollector
 from core.kafka.topics import Topics, ensure_topics
+from core.logs import KAFKA_LOGGERS, install_repeat_filter
 from core.serving import ProbeServer
 from core.settings import Settings, get_settings
 from streams.raw_loop import RawProcessor
@@ -163,7 +164,10 @@ def run_worker(loglevel: str = "info", host: str | None = None) -> None:
         uvloop.install()
     except ImportError:
         log.info("uvloop not installed: running on the default asyncio loop")
-    app = create_app(host=host or get_settings().metrics_host)
+    s = get_settings()
+    app = create_app(host=host or s.metrics_host)
+    # A broker outage is one line per interval with a count, not one per connection attempt.
+    install_repeat_filter((*KAFKA_LOGGERS, "faust", "streams"), s.log_repeat_seconds)
     # A service given to the worker starts before the app, not after Faust's rebalance.
     worker = faust.Worker(app, app.hookstream_runtime, loglevel=loglevel)
     worker.execute_from_commandline()
