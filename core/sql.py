@@ -17,7 +17,7 @@ from typing import Any
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, create_engine, event, text
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Dialect, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,23 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    event.listen(engine, "handle_error", _drop_server_detail)
+    return engine
+
+
+def _without_detail(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("DETAIL:"))
+
+
+def _drop_server_detail(context: ExceptionContext) -> None:
+    """PostgreSQL's DETAIL repeats the offending values (`Key (email)=(ada@…) already
+    exists`), parameters or not: drop it from the messages that get logged. The driver's
+    `diag` keeps it for code that needs it."""
+    for exc in (context.original_exception, context.sqlalchemy_exception):
+        if exc is not None and exc.args and isinstance(exc.args[0], str) \
+                and "DETAIL:" in exc.args[0]:
+            exc.args = (_without_detail(exc.args[0]), *exc.args[1:])
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

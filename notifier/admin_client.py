@@ -20,10 +20,14 @@ class DisableResult:
 
 
 class AdminClient:
-    def __init__(self, admin_url: str, admin_token: str, timeout: float = 10.0) -> None:
+    """`token` is the notifier's own (HOOKSTREAM_NOTIFIER_ADMIN_TOKEN): the admin API lets it
+    disable and enable automations and answers 403 to anything else."""
+
+    def __init__(self, admin_url: str, token: str, timeout: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._client = httpx.AsyncClient(
-            base_url=admin_url.rstrip("/"), timeout=timeout,
-            headers={"Authorization": f"Bearer {admin_token}"})
+            base_url=admin_url.rstrip("/"), timeout=timeout, transport=transport,
+            headers={"Authorization": f"Bearer {token}"})
 
     async def disable(self, automation_id: str, reason: str) -> DisableResult:
         try:
