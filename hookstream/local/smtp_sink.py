@@ -90,23 +90,26 @@ class SmtpSink:
     """Start/stop an SMTP server on `host:port` (port 0: a free one) writing `.eml` files.
 
     `handler` replaces the default EmlWriter (tests inject failures that way);
-    `auth=(user, password)` makes the server check AUTH (plain text; local use only)."""
+    `auth=(user, password)` makes the server check AUTH (plain text; local use only), and
+    `auth_required` refuses mail from a client that did not authenticate."""
 
     def __init__(self, folder: Path | str | None = Path("var/mail"), host: str = "127.0.0.1",
                  port: int = 0, handler: Any = None, on_message: OnMessage | None = None,
-                 auth: tuple[str, str] | None = None) -> None:
+                 auth: tuple[str, str] | None = None, auth_required: bool = False) -> None:
         self.folder = Path(folder) if folder is not None else None
         self.host = host
         self.port = port or free_port()
         self.handler = handler if handler is not None else EmlWriter(self.folder, on_message)
         self._auth = auth
+        self._auth_required = auth_required
         self._controller: Controller | None = None
 
     def start(self) -> SmtpSink:
         kwargs: dict[str, Any] = {}
         if self._auth is not None:
             # AUTH offered over plain text: a local test server, never a real relay.
-            kwargs.update(authenticator=_Authenticator(*self._auth), auth_required=False,
+            kwargs.update(authenticator=_Authenticator(*self._auth),
+                          auth_required=self._auth_required,
                           auth_require_tls=False)
         self._controller = Controller(self.handler, hostname=self.host, port=self.port,
                                       ready_timeout=10.0, loop=_new_loop(), **kwargs)
