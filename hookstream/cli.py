@@ -150,8 +150,13 @@ def topics_apply(
         for d in report.drift:
             hint = "" if d.fixable else " (not changed by hookstream: see docs/DEPLOY.md)"
             typer.echo(f"drift   {d}{hint}")
-        if not (report.created or report.fixed or report.drift):
+        if report.unchecked:
+            typer.secho(f"error: cannot read the topics' configs: {report.unchecked}",
+                        fg="red", err=True)
+        elif not (report.created or report.fixed or report.drift):
             typer.echo("every topic is as planned")
+    if report.unchecked:
+        raise typer.Exit(1)
     if report.drift:
         raise typer.Exit(EXIT_DRIFT)
 
