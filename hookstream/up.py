@@ -114,7 +114,10 @@ def _apply_topics(s: Settings, bootstrap: str) -> None:
 
     from core.kafka.plan import ensure_plan
 
-    report = asyncio.run(ensure_plan(s.model_copy(update={"kafka_bootstrap": bootstrap})))
+    try:
+        report = asyncio.run(ensure_plan(s.model_copy(update={"kafka_bootstrap": bootstrap})))
+    except Exception as exc:
+        raise RuntimeError(f"cannot apply the topic plan on {bootstrap}: {exc}") from exc
     for d in report.drift:
         typer.secho(f"topic drift: {d} (hookstream topics apply)", fg="yellow", err=True)
     if report.missing:
