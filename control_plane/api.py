@@ -43,7 +43,8 @@ from control_plane.reconcile import republish_all, republish_ids
 from control_plane.service import Changes
 from control_plane.snapshots import build_snapshot
 from control_plane.store.unit import Store
-from core.kafka.topics import Topics, ensure_topics
+from core.kafka.plan import ensure_plan
+from core.kafka.topics import Topics
 from core.serving import probe_routes
 from core.settings import Settings, get_settings
 
@@ -185,7 +186,13 @@ class AdminBackend:
         s = self.settings
         await anyio.to_thread.run_sync(migrate, s.database_url)
         self.store = Store(s.database_url)
-        await ensure_topics(s.kafka_bootstrap, self.topics, s.topic_partitions)
+        report = await ensure_plan(s)
+        if report.missing:
+            # The API cannot serve before its start-up ends: stop with the names instead of
+            # waiting unseen (a supervisor restarts it; the other services wait, not ready).
+            raise RuntimeError(f"missing topics {', '.join(report.missing)} and "
+                               "HOOKSTREAM_KAFKA_CREATE_TOPICS is off: create them (hookstream "
+                               "topics apply) before the control plane starts")
         await self.publisher.start()
         # The topic must agree with the store before anyone relies on it.
         await republish_all(self.store, self.publisher)

@@ -32,7 +32,16 @@ from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-Checks = Mapping[str, bool]
+
+
+class Failed(str):
+    """A failing readiness check that says why (`/readyz` puts the text under `reasons`)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+Checks = Mapping[str, bool | Failed]
 ReadyCheck = Callable[[], Checks | Awaitable[Checks]]
 
 _JSON = "application/json"
@@ -46,13 +55,18 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
 async def readiness(check: ReadyCheck) -> Response:
     """The `/readyz` answer for the checks `check` returns (sync or async)."""
     result = check()
-    checks = dict(await result if inspect.isawaitable(result) else result)
+    got = dict(await result if inspect.isawaitable(result) else result)
+    checks = {name: bool(ok) for name, ok in got.items()}
     if all(checks.values()):
         return json_response(200, {"status": "ready", "ready": True, "checks": checks})
-    failing = ", ".join(name for name, ok in checks.items() if not ok)
-    return json_response(503, {"status": "unavailable", "ready": False, "checks": checks,
-                               "error": "not_ready", "detail": f"not ready: {failing}"},
-                         {"Retry-After": "1"})
+    reasons = {name: str(ok) for name, ok in got.items() if isinstance(ok, Failed)}
+    failing = ", ".join(f"{name} ({reasons[name]})" if name in reasons else name
+                        for name, ok in checks.items() if not ok)
+    body = {"status": "unavailable", "ready": False, "checks": checks,
+            "error": "not_ready", "detail": f"not ready: {failing}"}
+    if reasons:
+        body["reasons"] = reasons
+    return json_response(503, body, {"Retry-After": "1"})
 
 
 def probe_routes(ready: ReadyCheck, *, extra: Callable[[], Mapping[str, Any]] | None = None,

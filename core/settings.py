@@ -30,6 +30,32 @@ class Settings(BaseSettings):
         3, ge=1, description="Partitions of each topic hookstream creates (the config topic "
         "always has one).")
 
+    # --- the topic plan (issue 12 item 2; issue 15: the dead-letter topic's retention) ------
+    kafka_create_topics: bool = Field(
+        True, description="Services create the topics of the plan that are missing when they "
+        "start (`hookstream topics plan` shows it). Off where a platform team owns the "
+        "topics: a service then stays not ready, naming the missing topic on /readyz, until "
+        "someone creates it (`hookstream topics apply`).")
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="Replication factor of the topics hookstream creates: 1 for one "
+        "local broker; 3 in production (docs/DEPLOY.md).")
+    kafka_min_insync_replicas: int = Field(
+        1, ge=1, description="`min.insync.replicas` of every topic: how many replicas must "
+        "have a write before it is acknowledged (producers use acks=all). 1 for one local "
+        "broker; 2 in production with a replication factor of 3.")
+    topic_retention_days: float = Field(
+        7.0, ge=0, description="Retention of the transit topics (webhooks.raw, "
+        "invitations.scheduled, invitations.due, automations.errors): how long a stopped "
+        "consumer may stay away before records it has not read are deleted. Waiting "
+        "invitations do not depend on it: the scheduler's changelog is compacted, never "
+        "deleted. 0 keeps records for ever.")
+    dlq_retention_days: float = Field(
+        30.0, ge=0, description="Retention of the dead-letter topic (webhooks.dlq): how long "
+        "a rejected record can be inspected and replayed. 0 keeps them for ever.")
+    outcomes_retention_days: float = Field(
+        30.0, ge=0, description="Retention of invitations.outcomes, the record of what "
+        "became of each invitation. 0 keeps them for ever.")
+
     # --- stores and mail ---------------------------------------------------------------------
     database_url: str = Field(
         f"sqlite:///{VAR_DIR}/hookstream.db",

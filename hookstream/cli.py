@@ -84,6 +84,83 @@ def kafka_status(
         raise typer.Exit(2)
 
 
+# --- the topic plan (core/kafka/plan.py) ------------------------------------------------------
+
+topics_app = typer.Typer(no_args_is_help=True, help="The pipeline's topics: the plan from the "
+                         "settings, and applying it to the cluster.")
+app.add_typer(topics_app, name="topics")
+EXIT_DRIFT = 2
+
+
+@topics_app.command("plan")
+def topics_plan(
+    as_json: bool = typer.Option(False, "--json", help="The plan as one JSON document"),
+) -> None:
+    """Every topic with its partitions, replication factor, cleanup policy, retention,
+    min.insync.replicas and max.message.bytes, from the HOOKSTREAM_* settings."""
+    import json
+
+    from core.kafka.plan import format_plan, plan_from_settings
+
+    try:
+        plan = plan_from_settings(get_settings())
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps({"topics": [t.to_json() for t in plan]}, indent=2))
+        return
+    typer.echo(format_plan(plan))
+    typer.echo("")
+    for t in plan:
+        typer.echo(f"{t.name}: {t.why}")
+
+
+@topics_app.command("apply")
+def topics_apply(
+    fix_configs: bool = typer.Option(False, "--fix-configs", help="Alter the configs of "
+                                     "existing topics that differ from the plan (partitions "
+                                     "and replication are only reported)"),
+    as_json: bool = typer.Option(False, "--json", help="The report as one JSON document"),
+) -> None:
+    """Create the plan's missing topics and report drift on existing ones (exit 2 while any
+    remains). Creates even when HOOKSTREAM_KAFKA_CREATE_TOPICS is off: that switch is for
+    the services."""
+    import asyncio
+    import json
+
+    from aiokafka.errors import KafkaError
+
+    from core.kafka.plan import TopicError, apply_plan, plan_from_settings
+
+    s = get_settings()
+    try:
+        report = asyncio.run(apply_plan(s.kafka_bootstrap, plan_from_settings(s),
+                                        fix_configs=fix_configs))
+    except (ValueError, TopicError, KafkaError, OSError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for name in report.created:
+            typer.echo(f"created {name}")
+        for d in report.fixed:
+            typer.echo(f"fixed   {d}")
+        for d in report.drift:
+            hint = "" if d.fixable else " (not changed by hookstream: see docs/DEPLOY.md)"
+            typer.echo(f"drift   {d}{hint}")
+        if report.unchecked:
+            typer.secho(f"error: cannot read the topics' configs: {report.unchecked}",
+                        fg="red", err=True)
+        elif not (report.created or report.fixed or report.drift):
+            typer.echo("every topic is as planned")
+    if report.unchecked:
+        raise typer.Exit(1)
+    if report.drift:
+        raise typer.Exit(EXIT_DRIFT)
+
+
 # --- local development tools (hookstream/local/) --------------------------------------------
 
 @app.command("smtp-sink")

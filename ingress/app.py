@@ -25,8 +25,9 @@ from starlette.types import Receive, Scope, Send
 from automations.config_cache import ConfigCache
 from automations.signing import SecretBox
 from automations.snapshot import AutomationSnapshot
-from core.kafka.topics import Topics, ensure_topics
-from core.serving import probe_routes
+from core.kafka.plan import TopicGate
+from core.kafka.topics import Topics
+from core.serving import Failed, probe_routes
 from core.settings import Settings
 from core.tasks import cancel_and_wait
 from ingress.dry_run import DryRun
@@ -80,6 +81,7 @@ class IngressApp:
                  cache: ConfigCache | None = None) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
+        self.topic_gate = TopicGate(settings)
         self.publisher: Publisher = publisher or build_publisher(settings)
         self.cache = cache or ConfigCache(settings.kafka_bootstrap, self.topics.config)
         self.keys = KeyIndex()
@@ -168,8 +170,8 @@ class IngressApp:
         delay = 0.5
         while True:
             try:
-                await asyncio.wait_for(ensure_topics(self.settings.kafka_bootstrap, self.topics,
-                                                     self.settings.topic_partitions), 15)
+                # Creates what is missing, or (creation off) waits, not ready, until it exists.
+                await self.topic_gate.wait()
                 break
             except Exception as exc:  # noqa: BLE001 - any failure: log, wait, retry
                 log.error("cannot create/check topics on %s yet: %s",
@@ -204,9 +206,10 @@ class IngressApp:
 
     # --- the small routes ------------------------------------------------------------------
 
-    async def _readiness(self) -> dict[str, bool]:
+    async def _readiness(self) -> dict[str, bool | Failed]:
         producer = await self.publisher.probe()
-        return {"config_loaded": self.config_ready, "kafka_producer": producer}
+        return {"topics": self.topic_gate.check(), "config_loaded": self.config_ready,
+                "kafka_producer": producer}
 
     async def _openapi(self, _: Request) -> Response:
         return Response(self.openapi, media_type="application/json")

@@ -20,9 +20,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from automations.config_cache import ConfigCache
-from core.kafka.topics import Topics, ensure_topics
-from core.serving import ProbeServer
+from core.kafka.plan import TopicGate
+from core.kafka.topics import Topics
+from core.serving import Failed, ProbeServer
 from core.settings import Settings
+from core.tasks import cancel_and_wait
 from notifier.admin_client import AdminClient
 from notifier.alerts import AlertService
 from notifier.invitations import InvitationService, Tuning
@@ -48,6 +50,7 @@ class Notifier:
                  migrate_db: bool = True) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
+        self.topic_gate = TopicGate(settings)
         self.tuning = tuning or Tuning()
         # Behind the topic prefix, like the topics: two deployments never share a group.
         self.group_id = group_id or f"{settings.topic_prefix}hookstream-notifier"
@@ -74,7 +77,8 @@ class Notifier:
                 stack.push_async_callback(server.stop)
             if self.migrate_db:
                 await asyncio.to_thread(migrate, s.database_url)
-            await ensure_topics(s.kafka_bootstrap, self.topics, s.topic_partitions)
+            # Creates what is missing, or (creation off) waits, not ready, until it exists.
+            await self.topic_gate.wait()
             db = self.db = Db(s.database_url)
             stack.push_async_callback(db.close)
             self.config = ConfigCache(s.kafka_bootstrap, self.topics.config)
@@ -124,12 +128,13 @@ class Notifier:
             and self.alerts.assigned,
         }
 
-    async def readiness(self) -> dict[str, bool]:
-        """`/readyz`: consuming, and the database and the SMTP server usable. Liveness
-        (`/healthz`) checks none of these: a broker or SMTP outage is waited out, not a
-        reason to restart the process."""
+    async def readiness(self) -> dict[str, bool | Failed]:
+        """`/readyz`: the topics there, consuming, and the database and the SMTP server
+        usable. Liveness (`/healthz`) checks none of these: a broker or SMTP outage is waited
+        out, not a reason to restart the process."""
         database, smtp = await asyncio.gather(self._database_answers(), self._smtp_usable())
-        return {**self.consuming(), "database": database, "smtp": smtp}
+        return {"topics": self.topic_gate.check(), **self.consuming(), "database": database,
+                "smtp": smtp}
 
     async def _database_answers(self) -> bool:
         if self.db is None:
@@ -196,9 +201,17 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await notifier.start()
+    # Start-up can wait (for topics someone else creates): a signal meanwhile stops it.
+    starting = asyncio.create_task(notifier.start(), name="notifier-start")
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([starting, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        await cancel_and_wait(starting)  # start() closes what it had opened
+        return
+    if starting.exception() is not None:
+        waiter.cancel()
+        starting.result()  # raise why it could not start
     try:
-        waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *notifier._tasks],
                                      return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:

@@ -31,9 +31,10 @@ from prometheus_client import REGISTRY
 
 from automations.config_cache import ConfigCache
 from core.kafka.lag import LagCollector
-from core.kafka.topics import Topics, ensure_topics
+from core.kafka.plan import TopicGate
+from core.kafka.topics import Topics
 from core.logs import KAFKA_LOGGERS, install_repeat_filter
-from core.serving import ProbeServer
+from core.serving import Failed, ProbeServer
 from core.settings import Settings, get_settings
 from streams.raw_loop import RawProcessor
 from streams.scheduler import Scheduler
@@ -65,6 +66,7 @@ class StreamsRuntime(mode.Service):
         self.settings = settings
         self.probes = ProbeServer(host, settings.worker_port, self.readiness, name="worker")
         self.topics = Topics(settings.topic_prefix)
+        self.topic_gate = TopicGate(settings)
         groups = group_ids(settings.topic_prefix)
         self.config = ConfigCache(settings.kafka_bootstrap, self.topics.config)
         self.processor = RawProcessor(settings.kafka_bootstrap, self.topics, groups["raw"],
@@ -87,9 +89,9 @@ class StreamsRuntime(mode.Service):
         self.add_future(self._start_parts())
 
     async def _start_parts(self) -> None:
-        s = self.settings
         try:
-            await ensure_topics(s.kafka_bootstrap, self.topics, s.topic_partitions)
+            # Creates what is missing, or (creation off) waits, not ready, until it exists.
+            await self.topic_gate.wait()
             await self.config.start(wait_ready=60.0)
             await asyncio.gather(self.scheduler.start(), self.processor.start())
             REGISTRY.register(self.lag)
@@ -126,10 +128,12 @@ class StreamsRuntime(mode.Service):
         await self.config.stop()
         await self.probes.stop()  # last: liveness answers while the worker stops
 
-    def readiness(self) -> dict[str, bool]:
-        """`/readyz`: each part started, running and in its consumer group."""
+    def readiness(self) -> dict[str, bool | Failed]:
+        """`/readyz`: the topics there, each part started, running and in its consumer
+        group."""
         raw, scheduler = self.processor, self.scheduler
         return {
+            "topics": self.topic_gate.check(),
             "started": self.started_ok,  # topics there, both loops started
             "config_loaded": self.config.ready.is_set(),
             "raw_loop": raw.loop.running and raw.failed() is None
@@ -146,6 +150,9 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> fau
         app_id(s.topic_prefix), broker=f"kafka://{s.kafka_bootstrap}", store="memory://",
         datadir=str(Path(s.var_dir) / "faust"), topic_partitions=s.topic_partitions,
         producer_acks=-1,
+        # Faust declares its leader topic itself: as the topic plan does (core/kafka/plan.py).
+        topic_replication_factor=s.kafka_replication_factor,
+        topic_allow_declare=s.kafka_create_topics,
         # The runtime serves /metrics and the probes (core.serving), as every service does.
         web_enabled=False,
         # Faust's group holds only its leader topic, and the runtime starts after Faust joined

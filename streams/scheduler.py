@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import ProducerFenced, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import ProducerFenced
 
 from core.kafka.headers import DUE_AT, header, integer
 from core.kafka.topics import Topics
@@ -91,23 +91,27 @@ class Scheduler:
         return None
 
     async def _ensure_changelog(self) -> None:
+        """The changelog exists with the delay topic's partitions (the topic plan creates
+        both, core/kafka/plan.py): a store per partition relies on it."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
-            meta = await admin.describe_topics([self.topics.scheduled])
-            partitions = len(meta[0]["partitions"]) if meta and meta[0]["partitions"] else 0
-            if partitions == 0:
-                raise RuntimeError(f"topic {self.topics.scheduled} does not exist; create the "
-                                   "pipeline's topics first (hookstream up does)")
-            if self.changelog not in set(await admin.list_topics()):
-                try:
-                    await admin.create_topics([NewTopic(
-                        self.changelog, partitions, 1,
-                        topic_configs={"cleanup.policy": "compact"})])
-                except TopicAlreadyExistsError:
-                    pass  # another worker created it meanwhile: same end state
+            # Listed first: a metadata request for a missing topic may create it with the
+            # broker's defaults (auto.create.topics.enable), not compacted.
+            there = set(await admin.list_topics()) & {self.topics.scheduled, self.changelog}
+            meta = {t["topic"]: len(t["partitions"])
+                    for t in (await admin.describe_topics(sorted(there)) if there else [])}
         finally:
             await admin.close()
+        scheduled, changelog = meta.get(self.topics.scheduled, 0), meta.get(self.changelog, 0)
+        if not scheduled or not changelog:
+            raise RuntimeError(f"topic {self.topics.scheduled if not scheduled else self.changelog}"
+                               " does not exist; create the pipeline's topics first "
+                               "(hookstream topics apply)")
+        if scheduled != changelog:
+            raise RuntimeError(f"{self.changelog} has {changelog} partitions and "
+                               f"{self.topics.scheduled} {scheduled}: the scheduler's store "
+                               "needs them equal (hookstream topics apply reports it)")
 
     # -- ingest -----------------------------------------------------------------------------
 

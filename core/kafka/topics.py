@@ -1,11 +1,9 @@
-"""Topic names (behind the configurable prefix) and their creation."""
+"""Topic names (behind the configurable prefix); how each is made is the plan's
+(core/kafka/plan.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 
 @dataclass(frozen=True)
@@ -54,18 +52,20 @@ class Topics:
 
     @property
     def scheduler_changelog(self) -> str:
-        """The scheduler's compacted store of waiting invitations (streams creates it)."""
+        """The scheduler's compacted store of waiting invitations; as many partitions as
+        `scheduled`, whose store it is."""
         return f"{self.prefix}streams.scheduler-changelog"
 
-    def all(self) -> list[str]:
-        return [self.raw, self.config, self.scheduled, self.due, self.outcomes, self.errors,
-                self.dlq, self.samples, self.counts]
+    @property
+    def faust_leader(self) -> str:
+        """The leader topic Faust's group of the worker (app id `<prefix>hookstream-streams`)
+        subscribes to; nothing hookstream reads or writes, but it must exist."""
+        return f"{self.prefix}hookstream-streams-__assignor-__leader"
 
-    def retention(self) -> dict[str, dict[str, str]]:
-        """Topic configs beyond the broker's defaults, by topic name."""
-        return {self.config: {"cleanup.policy": "compact"},
-                self.samples: {"retention.ms": str(SAMPLES_RETENTION_MS)},
-                self.counts: {"retention.ms": str(COUNTS_RETENTION_MS)}}
+    def all(self) -> list[str]:
+        """Every topic of the pipeline (the plan in core/kafka/plan.py says how each is made)."""
+        return [self.raw, self.config, self.scheduled, self.scheduler_changelog, self.due,
+                self.outcomes, self.errors, self.dlq, self.samples, self.counts, self.faust_leader]
 
 
 # Samples hold respondent data someone sent to try the connection: gone within the hour.
@@ -75,26 +75,9 @@ COUNTS_RETENTION_MS = 2 * 24 * 60 * 60 * 1000
 
 
 async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
-    """Create the pipeline's topics if missing; the config topic is compacted, samples and
-    counts expire (`Topics.retention`)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = []
-        for name in topics.all():
-            if name in existing:
-                continue
-            configs = topics.retention().get(name, {})
-            if name == topics.config:
-                # One partition keeps a total order of snapshots; compaction keeps the newest.
-                new.append(NewTopic(name, 1, 1, topic_configs=configs))
-            else:
-                new.append(NewTopic(name, partitions, 1, topic_configs=configs or None))
-        if new:
-            try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process created them between our list and create: same end state
-    finally:
-        await admin.close()
+    """Create the pipeline's missing topics as the default plan makes them (replication
+    factor 1), with `partitions` each: for tests and benchmarks on one broker. Services
+    apply the plan from their settings instead (`core.kafka.plan.TopicGate`)."""
+    from core.kafka.plan import apply_plan, build_plan  # the plan builds on this module
+
+    await apply_plan(bootstrap, build_plan(topics, partitions=partitions), check_drift=False)
