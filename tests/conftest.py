@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from core.kafka.topics import Topics
-from hookstream.local.kafka import scratch_broker
+from hookstream.local.kafka import LocalKafkaCluster, scratch_broker
+from tests.support.cluster import sasl_cluster
 
 
 def _docker_answers() -> bool:
@@ -43,6 +44,14 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with scratch_broker(Path(tmp_path_factory.mktemp("kafka"))) as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
+    """A three-node cluster of our own (RF 3, min ISR 2) with a SASL_SSL SCRAM client
+    listener; `.client` has the client settings, `.kill_node`/`.restart_node`/`.pause_node`
+    the faults. Started once per session, stopped by pid."""
+    yield from sasl_cluster(Path(tmp_path_factory.mktemp("kafka-cluster")))
 
 
 @pytest.fixture
