@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from hookstream.cli import app
 from hookstream.local.kafka import (
     KafkaClientSettings,
+    LocalKafka,
     LocalKafkaCluster,
     is_kafka_process,
     live_brokers,
@@ -185,7 +186,7 @@ def test_cli_starts_reports_and_stops_every_node_by_pid(tmp_path: Path) -> None:
     cluster = LocalKafkaCluster(tmp_path / "c")
     try:
         res = runner.invoke(app, ["kafka", "start", "--brokers", "3", "--security", "sasl_ssl",
-                                  *args])
+                                  "--quick-jvm", *args])
         assert res.exit_code == 0, res.output
         assert "3-node sasl_ssl cluster ready" in res.output
         cluster = LocalKafkaCluster(tmp_path / "c")
@@ -219,3 +220,44 @@ def test_cli_starts_reports_and_stops_every_node_by_pid(tmp_path: Path) -> None:
         assert res.exit_code == 1 and "not running" in res.output
     finally:
         cluster.stop()
+
+
+def _props(node: LocalKafka) -> dict[str, str]:
+    lines = node._write_config().read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line)
+
+
+def test_node_configs_single_plaintext_cluster_and_sasl_ssl(tmp_path: Path) -> None:
+    single = _props(LocalKafka(tmp_path / "one", port=9092, controller_port=9093))
+    assert single["node.id"] == "1" and single["controller.quorum.voters"] == "1@127.0.0.1:9093"
+    assert single["default.replication.factor"] == "1" and single["min.insync.replicas"] == "1"
+    assert single["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+
+    plain = LocalKafkaCluster(tmp_path / "plain", port=30000)
+    node2 = _props(plain.node(2))
+    assert node2["node.id"] == "2"
+    assert node2["controller.quorum.voters"] == \
+        "1@127.0.0.1:30003,2@127.0.0.1:30004,3@127.0.0.1:30005"
+    assert node2["listeners"] == "PLAINTEXT://127.0.0.1:30001,CONTROLLER://127.0.0.1:30004"
+    for key, value in {"default.replication.factor": "3", "min.insync.replicas": "2",
+                       "offsets.topic.replication.factor": "3",
+                       "transaction.state.log.replication.factor": "3",
+                       "transaction.state.log.min.isr": "2"}.items():
+        assert node2[key] == value, key
+    assert plain.client == KafkaClientSettings("127.0.0.1:30000,127.0.0.1:30001,127.0.0.1:30002")
+
+    sasl = LocalKafkaCluster(tmp_path / "sasl", port=31000, security="sasl_ssl")
+    sasl._prepare()
+    node3 = _props(sasl.node(3))
+    assert node3["listeners"] == ("CLIENT://127.0.0.1:31002,INTERNAL://127.0.0.1:31008,"
+                                  "CONTROLLER://127.0.0.1:31005")
+    assert node3["inter.broker.listener.name"] == "INTERNAL"
+    assert node3["listener.security.protocol.map"] == \
+        "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,CLIENT:SASL_SSL"
+    assert Path(node3["listener.name.client.ssl.keystore.location"]).exists()
+    assert stat.S_IMODE((tmp_path / "sasl" / "node-3" / "server.properties").stat().st_mode) \
+        == 0o600
+    # The SCRAM users go into storage at format time, for both mechanisms.
+    assert sorted(c.split("=[")[0] + c.split(",")[0].split("[")[1]
+                  for c in sasl.node(1).role.scram) == sorted(  # type: ignore[union-attr]
+        f"{m}name={u}" for m in ("SCRAM-SHA-256", "SCRAM-SHA-512") for u in ("admin", "hookstream"))
