@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Kafka broker and a fresh topic prefix per test.
+"""Shared fixtures: a real Kafka broker, a three-node SASL_SSL cluster (started only for
+the tests that ask for `kafka_cluster_sasl`), and a fresh topic prefix per test.
 
 The broker comes from, in order: `HOOKSTREAM_KAFKA_BOOTSTRAP`; testcontainers' Kafka when a
 Docker engine answers; else the local launcher (one broker for the whole session, on free

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -52,7 +53,9 @@ def kafka_version() -> str:
 def classpath() -> str:
     """The broker's classpath; Maven fetches the jars the first time (cached in ~/.m2)."""
     version = kafka_version()
-    cp_file = CACHE_DIR / f"kafka-{version}.classpath"
+    # Keyed by the pom's content too: a changed dependency must not reuse an old classpath.
+    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    cp_file = CACHE_DIR / f"kafka-{version}-{pom_hash}.classpath"
     if cp_file.exists() and all(Path(p).exists() for p in cp_file.read_text().split(":")):
         return cp_file.read_text()
     if shutil.which("mvn") is None:
