@@ -14,11 +14,18 @@ import notifier.cli
 import ops.cli
 import streams.cli
 from core.settings import get_settings
-from hookstream.local.kafka import KafkaLaunchError, LocalKafka, answers_metadata
+from hookstream.local.kafka import (
+    SECURITY_CHOICES,
+    KafkaLaunchError,
+    LocalKafka,
+    LocalKafkaCluster,
+    answers_metadata,
+)
 
 app = typer.Typer(no_args_is_help=True, help="hookstream: incoming webhooks to survey invitations "
                   "on Apache Kafka.")
-kafka_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka broker (KRaft).")
+kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft): one node, "
+                        "or a cluster of them with `start --brokers 3`.")
 app.add_typer(kafka_app, name="kafka")
 
 # Each area contributes its own commands: `register(app)` in its cli module adds them.
@@ -32,17 +39,50 @@ def _local_kafka(port: int | None, data_dir: Path | None) -> LocalKafka:
                       controller_port=s.kafka_controller_port if port is None else port + 1)
 
 
+def _local_cluster(port: int | None, data_dir: Path | None, brokers: int = 3,
+                   security: str = "plaintext", quick_jvm: bool = False) -> LocalKafkaCluster:
+    s = get_settings()
+    return LocalKafkaCluster(data_dir or s.var_dir / "kafka", brokers=brokers,
+                             port=port or s.kafka_port, security=security, quick_jvm=quick_jvm)
+
+
+def _is_cluster(data_dir: Path | None) -> bool:
+    return LocalKafkaCluster.recorded_in(data_dir or get_settings().var_dir / "kafka")
+
+
+def _env_lines(cluster: LocalKafkaCluster) -> list[str]:
+    import shlex
+
+    return [f"{k}={shlex.quote(v)}" for k, v in cluster.client.env().items()]
+
+
 @kafka_app.command("start")
 def kafka_start(
-    port: int | None = typer.Option(None, help="Broker port (default HOOKSTREAM_KAFKA_PORT)"),
+    port: int | None = typer.Option(None, help="Broker port (default HOOKSTREAM_KAFKA_PORT); "
+                                    "a cluster's nodes use it and the ports after it"),
     data_dir: Path | None = typer.Option(None, help="Data directory (default var/kafka)"),
+    brokers: int | None = typer.Option(None, min=1, max=9, help="Number of nodes (each a "
+                                       "broker and a KRaft controller; default 1, or what the "
+                                       "data directory holds); 3 gives RF 3, min ISR 2"),
+    security: str | None = typer.Option(None, help="Client listener: plaintext (default), or "
+                                        "sasl_ssl (SCRAM users and TLS certificates made by "
+                                        "the launcher)"),
+    quick_jvm: bool = typer.Option(False, help="Cluster nodes without the optimising JIT: "
+                                   "half the CPU to start, less peak throughput (tests)"),
 ) -> None:
-    """Fetch Kafka with Maven (cached), format storage, start the broker, wait until ready."""
+    """Fetch Kafka with Maven (cached), format storage, start the broker(s), wait until ready."""
     import time
 
+    if security is not None and security not in SECURITY_CHOICES:
+        typer.secho(f"error: --security must be one of {', '.join(SECURITY_CHOICES)}",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+    t0 = time.monotonic()
+    if (brokers or 1) > 1 or (security or "plaintext") != "plaintext" or _is_cluster(data_dir):
+        _cluster_start(port, data_dir, brokers, security, quick_jvm)
+        return
     kafka = _local_kafka(port, data_dir)
     already = kafka.state()
-    t0 = time.monotonic()
     try:
         st = kafka.start()
     except KafkaLaunchError as exc:
@@ -55,25 +95,73 @@ def kafka_start(
                    f"in {time.monotonic() - t0:.1f}s")
 
 
+def _cluster_start(port: int | None, data_dir: Path | None, brokers: int | None,
+                   security: str | None, quick_jvm: bool) -> None:
+    import time
+
+    t0 = time.monotonic()
+    try:
+        if (data_dir or get_settings().var_dir / "kafka").joinpath("state.json").exists():
+            raise KafkaLaunchError("a single-node broker is recorded in this data directory; "
+                                   "stop it and choose another --data-dir for a cluster")
+        cluster = _local_cluster(port, data_dir, brokers or 1, security or "plaintext",
+                                 quick_jvm)
+        # A recorded cluster starts as it was made; asking for another shape is a mistake.
+        if brokers not in (None, cluster.brokers) or security not in (None, cluster.security):
+            raise KafkaLaunchError(
+                f"{cluster.data_dir} holds a {cluster.brokers}-node {cluster.security} "
+                "cluster; start it with those options, or choose another --data-dir")
+        already = all(cluster.state().values())
+        cluster.start()
+    except KafkaLaunchError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    for node_id, st in cluster.state().items():
+        assert st is not None  # start() waited until every node was listed
+        typer.echo(f"node {node_id}: Apache Kafka {st.version} at {st.bootstrap} (pid {st.pid})")
+    typer.echo(f"{cluster.brokers}-node {cluster.security} cluster "
+               f"{'already running' if already else 'ready'}"
+               f"{'' if already else f' in {time.monotonic() - t0:.1f}s'}; client settings "
+               f"(also in {cluster.client_file}):")
+    for line in _env_lines(cluster):
+        typer.echo(line)
+
+
 @kafka_app.command("stop")
 def kafka_stop(
     port: int | None = typer.Option(None), data_dir: Path | None = typer.Option(None),
 ) -> None:
-    """Stop the local broker cleanly (controlled shutdown)."""
-    if _local_kafka(port, data_dir).stop():
-        typer.echo("stopped")
-    else:
-        typer.echo("not running")
+    """Stop the local broker, or every node of the local cluster, by pid (controlled
+    shutdown; SIGKILL for a node that hangs)."""
+    try:
+        kafka = _local_cluster(port, data_dir) if _is_cluster(data_dir) else \
+            _local_kafka(port, data_dir)
+        stopped = kafka.stop()
+    except KafkaLaunchError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo("stopped" if stopped else "not running")
 
 
 @kafka_app.command("status")
 def kafka_status(
     port: int | None = typer.Option(None), data_dir: Path | None = typer.Option(None),
+    env: bool = typer.Option(False, "--env", help="Print only the client settings, as "
+                             "HOOKSTREAM_KAFKA_* lines (for a .env file or `export`)"),
 ) -> None:
-    """Whether the local broker runs, its version and its address (exit 1 if not running)."""
+    """Whether the local broker (or each node of the cluster) runs, its version and address,
+    and the client settings (exit 1 if not running, 2 if not answering or a node is down)."""
     import asyncio
 
+    if _is_cluster(data_dir):
+        _cluster_status(port, data_dir, env)
+        return
     st = _local_kafka(port, data_dir).state()
+    if env:
+        if st is None:
+            raise typer.Exit(1)
+        typer.echo(f"HOOKSTREAM_KAFKA_BOOTSTRAP={st.bootstrap}")
+        return
     if st is None:
         typer.echo("not running")
         raise typer.Exit(1)
@@ -81,6 +169,37 @@ def kafka_status(
     typer.echo(f"running: Apache Kafka {st.version} at {st.bootstrap} (pid {st.pid}), "
                f"{'answering' if answering else 'NOT answering'} metadata requests")
     if not answering:
+        raise typer.Exit(2)
+
+
+def _cluster_status(port: int | None, data_dir: Path | None, env: bool) -> None:
+    import asyncio
+
+    from hookstream.local.kafka import live_brokers
+
+    try:
+        cluster = _local_cluster(port, data_dir)
+    except KafkaLaunchError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    states = cluster.state()
+    running = [st for st in states.values() if st is not None]
+    if env:
+        for line in _env_lines(cluster):
+            typer.echo(line)
+        raise typer.Exit(0 if running else 1)
+    if not running:
+        typer.echo("not running")
+        raise typer.Exit(1)
+    listed = asyncio.run(live_brokers(cluster.bootstrap, 5.0, cluster.admin))
+    for node_id, st in states.items():
+        typer.echo(f"node {node_id}: " + (f"running: Apache Kafka {st.version} at "
+                                          f"{st.bootstrap} (pid {st.pid})" if st else "down"))
+    typer.echo(f"{len(running)} of {cluster.brokers} nodes running, {listed} listed in the "
+               f"cluster's metadata ({cluster.security}); client settings:")
+    for line in _env_lines(cluster):
+        typer.echo(line)
+    if len(running) < cluster.brokers or listed < cluster.brokers:
         raise typer.Exit(2)
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Kafka broker and a fresh topic prefix per test.
+"""Shared fixtures: a real Kafka broker, a three-node SASL_SSL cluster (started only for
+the tests that ask for `kafka_cluster_sasl`), and a fresh topic prefix per test.
 
 The broker comes from, in order: `HOOKSTREAM_KAFKA_BOOTSTRAP`; testcontainers' Kafka when a
 Docker engine answers; else the local launcher (one broker for the whole session, on free
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from core.kafka.topics import Topics
-from hookstream.local.kafka import scratch_broker
+from hookstream.local.kafka import LocalKafkaCluster, scratch_broker
+from tests.support.cluster import sasl_cluster
 
 
 def _docker_answers() -> bool:
@@ -43,6 +45,14 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with scratch_broker(Path(tmp_path_factory.mktemp("kafka"))) as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
+    """A three-node cluster of our own (RF 3, min ISR 2) with a SASL_SSL SCRAM client
+    listener; `.client` has the client settings, `.kill_node`/`.restart_node`/`.pause_node`
+    the faults. Started once per session, stopped by pid."""
+    yield from sasl_cluster(Path(tmp_path_factory.mktemp("kafka-cluster")))
 
 
 @pytest.fixture
