@@ -94,13 +94,40 @@ def test_html_and_text_parts_and_the_link() -> None:
 
 def test_unusable_addresses_are_refused() -> None:
     for to in ("bob@example.com\r\nBcc: x@evil.test", "not-an-address", "a b@example.com",
-               "bøb@example.com"):
+               "bøb@example.com\nBcc: x@evil.test"):
         with pytest.raises(MessageError):
             invitation_mail(subject="s", body="b", values={}, link="l", to=to, mail_from=FROM,
                             message_id="<m@h>")
     raw = invitation_mail(subject="s", body="b", values={}, link="l", to="bob@exämple.com",
                           mail_from=FROM, message_id="<m@h>")
     assert parse(raw)["To"] == "bob@xn--exmple-cua.com"
+    # Issue 15: a non-ASCII local part stays as it is (RFC 6532: the pool sends it with
+    # SMTPUTF8, or fails it as smtputf8_unsupported); only that header carries UTF-8.
+    raw = invitation_mail(subject="s", body="b", values={}, link="l", to="bøb@bücher.example",
+                          mail_from=FROM, message_id="<m@h>")
+    assert parse(raw)["To"] == "bøb@xn--bcher-kva.example"
+    assert b"To: b\xc3\xb8b@xn--bcher-kva.example\r\n" in raw
+
+
+def test_a_value_like_an_encoded_word_stays_literal_in_the_subject() -> None:
+    # Issue 15: copied raw, `=?utf-8?b?...?=` is decoded by every mail client ("Hello");
+    # encoded itself, the respondent sees exactly the value. Line breaks stay impossible.
+    for value in ("=?utf-8?b?SGVsbG8=?=", "x =?iso-8859-1?q?caf=E9?= y", "=?UTF-8?Q?a?="):
+        raw = invitation_mail(subject="Hi {{ name }}", body="b", values={"name": value},
+                              link="l", to="a@example.com", mail_from=FROM,
+                              message_id="<m@h>")
+        assert parse(raw)["Subject"] == f"Hi {value}"
+        subject_line = raw.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0]
+        assert value.encode() not in subject_line  # not raw on the wire
+    raw = invitation_mail(subject="Hi {{ name }}", body="b",
+                          values={"name": "=?utf-8?b?SGk=?=\r\nBcc: x@evil.test"}, link="l",
+                          to="a@example.com", mail_from=FROM, message_id="<m@h>")
+    mail = parse(raw)
+    assert "Bcc" not in mail and mail["Subject"] == "Hi =?utf-8?b?SGk=?= Bcc: x@evil.test"
+    # Plain subjects are unchanged on the wire.
+    raw = invitation_mail(subject="Your opinion, {{ name }}", body="b", values={"name": "Ann"},
+                          link="l", to="a@example.com", mail_from=FROM, message_id="<m@h>")
+    assert b"\r\nSubject: Your opinion, Ann\r\n" in raw
 
 
 def test_message_id_is_stable_and_alerts_are_auto_submitted() -> None:
