@@ -7,10 +7,12 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from control_plane.api import create_app
 from core.kafka.topics import Topics, ensure_topics
 from core.settings import Settings
 from hookstream.local.smtp_sink import SmtpSink
@@ -18,7 +20,8 @@ from notifier.app import Notifier
 from notifier.models import Invitation
 from notifier.store import HELD_DELETED, Db
 
-from .conftest import FAST, Bus, invitation, make_snapshot, wait_for
+from .conftest import ADMIN_TOKEN, FAST, Bus, invitation, make_snapshot, wait_for
+from .test_auto_disable import _automation, served
 
 pytestmark = pytest.mark.kafka
 
@@ -26,7 +29,12 @@ SWEEP = replace(FAST, held_sweep_interval=0.2)
 
 
 def _final(outs: list[dict], iid: str) -> list[str]:
+    """The statuses of one invitation, in order (its key keeps them on one partition)."""
     return [o["status"] for o in outs if o["invitation_id"] == iid]
+
+
+def _last(outs: list[dict], iid: str) -> dict:
+    return [o for o in outs if o["invitation_id"] == iid][-1]
 
 
 def _rows(url: str) -> dict[str, tuple[str, str | None, bool]]:
@@ -88,11 +96,11 @@ async def test_held_while_disabled_then_mailed_once_when_enabled_or_expired(
         assert _final(outs, kept["invitation_id"]) == ["held", "held", "sent"]
         [mail] = await wait_for(smtp.messages, what="the held invitation's mail")
         assert "kept@example.com" in str(mail["To"])
-        assert mail["Message-ID"] == outs[-1]["message_id"]
+        assert mail["Message-ID"] == _last(outs, kept["invitation_id"])["message_id"]
         # A replay after it was sent is a duplicate; no second mail.
         await bus.due(kept)
         outs = await bus.outcomes(5)
-        assert outs[-1]["status"] == "duplicate"
+        assert _last(outs, kept["invitation_id"])["status"] == "duplicate"
         assert _rows(settings.database_url)[kept["invitation_id"]] == ("sent", None, False)
         assert len(smtp.messages()) == 1
     finally:
@@ -114,14 +122,14 @@ async def test_held_invitation_expires_while_the_automation_stays_disabled(
         seen = await _consuming(bus, smtp)
         req = invitation(snap)
         await bus.due(req)
-        outs = (await bus.outcomes(seen + 2, timeout=30))[seen:]
-        assert [o["status"] for o in outs] == ["held", "expired"]
-        assert "expired" in (outs[1]["reason"] or "")
+        outs = await bus.outcomes(seen + 2, timeout=30)
+        assert _final(outs, req["invitation_id"]) == ["held", "expired"]
+        assert "expired" in (_last(outs, req["invitation_id"])["reason"] or "")
         # Enabling it afterwards sends nothing: expired is final.
         await bus.snapshot(replace(snap, enabled=True, version=3))
         await bus.due(req)
         outs = await bus.outcomes(seen + 3)
-        assert outs[-1]["status"] == "duplicate"
+        assert _final(outs, req["invitation_id"]) == ["held", "expired", "duplicate"]
         assert [m for m in smtp.messages() if "warm-up" not in str(m["To"])] == []
     finally:
         await n.stop()
@@ -138,8 +146,51 @@ async def test_deleting_the_automation_drops_its_held_invitations(
     assert {o["status"] for o in outs} == {"held"}
     await bus.tombstone(snap.id)
     outs = await bus.outcomes(6)
-    dropped = outs[3:]
-    assert {(o["status"], o["reason"]) for o in dropped} == {("suppressed", HELD_DELETED)}
-    assert {o["invitation_id"] for o in dropped} == {r["invitation_id"] for r in reqs}
+    for req in reqs:
+        assert _final(outs, req["invitation_id"]) == ["held", "suppressed"]
+        assert _last(outs, req["invitation_id"])["reason"] == HELD_DELETED
     assert {v[0] for v in _rows(settings.database_url).values()} == {"suppressed"}
     assert smtp.messages() == []
+
+
+async def test_admin_api_lists_counts_and_deletes_held_invitations(
+        settings: Settings, bus: Bus, smtp: SmtpSink) -> None:
+    """Through the real control plane: disabled with the admin API (as auto-disable does),
+    the held invitations are listed and counted there, and the DELETE says how many it
+    dropped."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with served(create_app(settings), settings.admin_port), \
+            httpx.AsyncClient(base_url=settings.admin_url, headers=headers,
+                              timeout=10) as admin:
+        created = await _automation(admin)
+        automation_id = created["id"]
+        r = await admin.post(f"/v1/automations/{automation_id}/disable",
+                             json={"reason": "ten failures in a row"})
+        assert r.status_code == 200 and r.json()["enabled"] is False
+        async with Notifier(settings, tuning=SWEEP, group_id="notifier-held-admin",
+                            migrate_db=False, http=False) as notifier:
+            await notifier.wait_running()
+            assert notifier.config is not None
+            await wait_for(lambda: (s := notifier.config.get(automation_id)) is not None
+                           and not s.enabled, what="the disabled snapshot")
+            snap = replace(make_snapshot(automation_id), survey_id=created["survey_id"])
+            reqs = [invitation(snap, email=f"r{i}@example.com") for i in range(2)]
+            for req in reqs:
+                await bus.due(req)
+            assert {o["status"] for o in await bus.outcomes(2)} == {"held"}
+
+            listed = (await admin.get("/v1/invitations", params={
+                "automation_id": automation_id, "status": "held"})).json()["items"]
+            assert sorted(x["id"] for x in listed) == sorted(r["invitation_id"] for r in reqs)
+            assert {x["reason"] for x in listed} == {"automation disabled"}
+            outcomes = (await admin.get(f"/v1/automations/{automation_id}/outcomes")).json()
+            assert outcomes["held"] == 2 and outcomes["mailed"] == 0
+
+            gone = await admin.delete(f"/v1/automations/{automation_id}")
+            assert gone.status_code == 200
+            assert gone.json() == {"automation_id": automation_id, "held_dropped": 2}
+            outs = await bus.outcomes(4)
+            for req in reqs:
+                assert _final(outs, req["invitation_id"]) == ["held", "suppressed"]
+                assert _last(outs, req["invitation_id"])["reason"] == HELD_DELETED
+            assert smtp.messages() == []
