@@ -46,7 +46,7 @@ from notifier.metrics import (
     NOTIFIER_SECONDS,
     SMTP_RETRIES,
 )
-from notifier.models import SENT
+from notifier.models import SENT, SUPPRESSED
 from notifier.render import (
     MessageError,
     invitation_mail,
@@ -274,7 +274,12 @@ class InvitationService(ConsumerService):
             INVITATIONS_FAILED.labels(reason="throttled").inc()
             return await self._emit(req, events.outcome(
                 req, "throttled", attempts=0, reason=c.reason, message_id=None))
-        assert snap is not None  # new or reclaimed rows exist only for enabled automations
+        if snap is None:  # a reclaimed row (a sender died mid-send) of an automation deleted since
+            await self.db.tx(store.finish, req["invitation_id"], status=SUPPRESSED,
+                             attempts=c.attempts, reason=suppress)
+            INVITATIONS_FAILED.labels(reason="suppressed").inc()
+            return await self._emit(req, events.outcome(
+                req, "suppressed", attempts=c.attempts, reason=suppress, message_id=None))
         return await self._send(req, snap, c, message_id, fetched)
 
     async def _snapshot(self, automation_id: str, wait: bool = True
