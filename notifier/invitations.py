@@ -213,14 +213,16 @@ class InvitationService(ConsumerService):
     # --- one invitation ---------------------------------------------------------------
 
     async def handle(self, req: dict[str, Any], fetched: float | None = None,
-                     wait_unknown: bool = True) -> dict[str, Any]:
-        """Decide, send and report one invitation; returns the outcome published."""
+                     swept: bool = False) -> dict[str, Any] | None:
+        """Decide, send and report one invitation; returns the outcome published. `swept`:
+        a held one the sweep picked up (issue 15): an unknown automation is not waited for,
+        and one another notifier decided meanwhile is not reported again (None)."""
         iid = req["invitation_id"]
         self._lock_users[iid] += 1
         lock = self._locks.setdefault(iid, asyncio.Lock())
         try:
             async with lock:  # the same invitation twice in flight here: one after the other
-                return await self._handle(req, fetched, wait_unknown)
+                return await self._handle(req, fetched, swept)
         finally:
             self._lock_users[iid] -= 1
             if self._lock_users[iid] == 0:
@@ -228,8 +230,8 @@ class InvitationService(ConsumerService):
                 self._locks.pop(iid, None)
 
     async def _handle(self, req: dict[str, Any], fetched: float | None,
-                      wait_unknown: bool = True) -> dict[str, Any]:
-        snap = await self._snapshot(req["automation_id"], wait_unknown)
+                      swept: bool = False) -> dict[str, Any] | None:
+        snap = await self._snapshot(req["automation_id"], wait=not swept)
         suppress = None
         hold = None
         if snap is None:
@@ -252,7 +254,10 @@ class InvitationService(ConsumerService):
             await asyncio.sleep(self.tuning.busy_poll)  # another notifier is sending it
 
         if c.kind == "final":
-            if c.outcome_published or req["invitation_id"] in self._published:
+            told = c.outcome_published or req["invitation_id"] in self._published
+            if swept and told:
+                return None  # another notifier's sweep (or a replay) decided and said it
+            if told:
                 out = events.outcome(req, "duplicate", attempts=c.attempts,
                                      reason=f"already {c.status}", message_id=c.message_id)
             else:  # decided before a crash that came before its outcome was published
@@ -411,7 +416,7 @@ class InvitationService(ConsumerService):
         failed = 0
         for i in range(0, len(reqs), step):
             results = await asyncio.gather(
-                *(self.handle(r, wait_unknown=False) for r in reqs[i:i + step]),
+                *(self.handle(r, swept=True) for r in reqs[i:i + step]),
                 return_exceptions=True)
             for req, result in zip(reqs[i:i + step], results, strict=True):
                 if isinstance(result, Exception):  # stays held: the next sweep retries
