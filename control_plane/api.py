@@ -470,11 +470,16 @@ def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:
             return views.automation_out(a), changes
         return await cp.write(work)
 
-    @router.delete("/automations/{automation_id}", status_code=204, tags=["automations"],
-                   responses={**NOT_FOUND, **UNPUBLISHED})
-    async def delete_automation(automation_id: str) -> Response:
-        await cp.write(lambda s: (None, service.delete_automation(s, automation_id)))
-        return Response(status_code=204)
+    @router.delete("/automations/{automation_id}", response_model=m.AutomationDeleted,
+                   tags=["automations"], responses={**NOT_FOUND, **UNPUBLISHED})
+    async def delete_automation(automation_id: str) -> m.AutomationDeleted:
+        """Delete the automation. The only way to drop its held invitations (issue 15): the
+        answer says how many were held; the notifier ends each as `suppressed`."""
+        def work(s: Session) -> tuple[int, Changes]:
+            held = listing.held_count(s, automation_id)
+            return held, service.delete_automation(s, automation_id)
+        held = await cp.write(work)
+        return m.AutomationDeleted(automation_id=automation_id, held_dropped=held)
 
     @router.post("/automations/{automation_id}/enable", response_model=m.AutomationOut,
                  tags=["automations"], responses={**NOT_FOUND, **UNPUBLISHED})

@@ -500,7 +500,8 @@ class RespondentList(BaseModel):
         default=None, description="Pass as `cursor` for the next page; null on the last page")
 
 
-InvitationStatus = Literal["sending", "sent", "failed", "suppressed", "throttled"]
+InvitationStatus = Literal["sending", "sent", "failed", "suppressed", "throttled", "held",
+                           "expired"]
 
 
 class InvitationOut(BaseModel):
@@ -510,8 +511,11 @@ class InvitationOut(BaseModel):
     email: str | None = Field(description="The respondent's address (null if since removed)")
     status: InvitationStatus = Field(description="sending (being mailed), sent, failed "
                                      "(permanently refused), suppressed (not mailed: the "
-                                     "automation was disabled or deleted), throttled (not "
-                                     "mailed: invited to the survey within throttle_days)")
+                                     "automation was deleted), throttled (not mailed: "
+                                     "invited to the survey within throttle_days), held "
+                                     "(due while the automation was disabled: sent when it "
+                                     "is enabled again within the hold expiry), expired "
+                                     "(held past the hold expiry: not mailed)")
     reason: str | None
     smtp_code: int | None
     attempts: int
@@ -543,6 +547,14 @@ class WaitingInvitationList(BaseModel):
                            "stopped at its time limit before the end")
 
 
+class AutomationDeleted(BaseModel):
+    automation_id: str
+    held_dropped: int = Field(description="Held invitations (due while the automation was "
+                              "disabled) dropped with it; the notifier records each as "
+                              "suppressed. Invitations still waiting for their delay are "
+                              "suppressed when they fall due.")
+
+
 class ReasonCount(BaseModel):
     reason: str
     count: int
@@ -562,6 +574,11 @@ class AutomationOutcomes(BaseModel):
     suppressed: int = Field(description="Invitations not mailed (suppressed)")
     throttled: int = Field(default=0, description="Invitations not mailed because the "
                            "address was invited to the survey within throttle_days")
+    held: int = Field(default=0, description="Invitations held now (not only the last 24 "
+                      "hours): due while the automation was disabled, sent when it is "
+                      "enabled again within HOOKSTREAM_HOLD_EXPIRY_DAYS of their due time")
+    expired: int = Field(default=0, description="Held invitations that were not sent "
+                         "because the automation stayed disabled past the hold expiry")
     filtered_by: list[ReasonCount] = Field(
         description="Filtered-out records by the condition that failed and why (a value of "
         "the wrong type says so), most frequent first")

@@ -54,6 +54,7 @@ def outcomes(s: Session, activity: Activity, automation_id: str,
         filtered=counts.filtered, failed=counts.failed, invited=counts.invited,
         mailed=mails.get("sent", 0), mail_failed=mails.get("failed", 0),
         suppressed=mails.get("suppressed", 0), throttled=mails.get("throttled", 0),
+        held=listing.held_count(s, automation_id), expired=mails.get("expired", 0),
         filtered_by=[m.ReasonCount(reason=r, count=n)
                      for r, n in counts.filtered_by.most_common()],
         failed_by=[m.ReasonCount(reason=r, count=n) for r, n in counts.failed_by.most_common()],
@@ -86,7 +87,8 @@ def router(cp: Any, activity: Activity) -> APIRouter:
                                       description="Exact address (any case)"),
             status: m.InvitationStatus | None = Query(default=None),
             limit: int = Limit, cursor: str | None = Cursor) -> m.InvitationList:
-        """Invitations that were due (sending, sent, failed, suppressed, throttled), newest
+        """Invitations that were due (sending, sent, failed, suppressed, throttled, held,
+        expired), newest
         first; those still waiting for their delay or send window are at
         `/automations/{id}/invitations/waiting`."""
         def work(s: Session) -> m.InvitationList:

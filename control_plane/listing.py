@@ -36,7 +36,8 @@ from control_plane.store.models import (
 T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-INVITATION_STATUSES = ("sending", "sent", "failed", "suppressed", "throttled")
+INVITATION_STATUSES = ("sending", "sent", "failed", "suppressed", "throttled", "held",
+                       "expired")
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,15 @@ def mail_counts(s: Session, automation_id: str, since: datetime) -> dict[str, in
     rows = s.execute(select(i.status, func.count()).where(
         i.automation_id == automation_id, i.finished_at >= since).group_by(i.status)).all()
     return {status: int(n) for status, n in rows}
+
+
+def held_count(s: Session, automation_id: str) -> int:
+    """The automation's invitations held now (issue 15: due while it was disabled)."""
+    if not _has(s, INVITATIONS.name):
+        return 0
+    i = INVITATIONS.c
+    return int(s.execute(select(func.count()).select_from(INVITATIONS).where(
+        i.automation_id == automation_id, i.status == "held")).scalar() or 0)
 
 
 def day_ago(now: datetime | None = None) -> datetime:

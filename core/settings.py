@@ -137,6 +137,19 @@ class Settings(BaseSettings):
         "where this many seconds are one day, see docs/DESIGN.md).")
     disable_after: int = Field(
         10, ge=1, description="Consecutive failures after which an automation is disabled.")
+    # --- held invitations and SMTPUTF8 (issue 15) --------------------------------------------
+    hold_expiry_days: float = Field(
+        7.0, gt=0, description="An invitation that falls due while its automation is "
+        "disabled is held (outcome held); it is sent when the automation is enabled again "
+        "within this many days (of HOOKSTREAM_DAY_SECONDS) after its due time, else it "
+        "ends with outcome expired. Deleting the automation drops its held invitations.")
+    smtp_utf8: bool = Field(
+        False, description="Whether the SMTP server offers SMTPUTF8, so an address with "
+        "non-ASCII characters before the @ can be delivered. Off: the worker refuses such "
+        "addresses (dead-letter reason unsupported_email). On: the notifier sends them with "
+        "SMTPUTF8 (a server that does not offer it then fails them as "
+        "smtputf8_unsupported). A non-ASCII domain always works (IDNA).")
+    # --- end held invitations and SMTPUTF8 ---------------------------------------------------
     alert_interval_seconds: float = Field(
         300.0, gt=0, description="Error mails are grouped: at most one per automation per "
         "interval.")

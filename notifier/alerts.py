@@ -38,7 +38,10 @@ from schemas import codec
 log = logging.getLogger(__name__)
 
 # Errors caused by the automation being off or gone: they do not lengthen its streak.
-NOT_COUNTED = frozenset({"automation_disabled", "unknown_automation"})
+# Issue 15: an address only SMTPUTF8 can carry is the deployment's mail setup, not the
+# automation's fault (the worker refuses those as unsupported_email unless HOOKSTREAM_SMTP_UTF8).
+NOT_COUNTED = frozenset({"automation_disabled", "unknown_automation", "unsupported_email",
+                         "smtputf8_unsupported"})
 # The ingress's counts of refused requests (kind refused_<code>): the integrator's errors.
 # They are told, but never lengthen the streak: a misconfigured sender must not disable the
 # automation for everyone else.

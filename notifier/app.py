@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import sys
+from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
@@ -101,7 +102,8 @@ class Notifier:
                 bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
                 pool=pool, producer=producer, db=db, survey_base_url=s.survey_base_url,
                 mail_from=s.mail_from, group_id=self.group_id, tuning=self.tuning,
-                day_seconds=s.day_seconds)
+                day_seconds=s.day_seconds,
+                hold_expiry=timedelta(seconds=s.hold_expiry_days * s.day_seconds))
             self.alerts = AlertService(
                 bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
                 pool=alert_pool, db=db, admin=admin, mail_from=s.mail_from,

@@ -1,13 +1,19 @@
 """Consume `invitations.due`, mail each invitation once, emit its `InvitationOutcome`.
 
-Per record: the automation's snapshot decides (disabled or deleted: suppressed); the
-invitation's SQL row is claimed (its primary key makes a replay a `duplicate`; under the
+Per record: the automation's snapshot decides (deleted: suppressed; disabled: held, see
+below); the invitation's SQL row is claimed (its primary key makes a replay a `duplicate`; under the
 automation's throttling rule, an address the survey invited within its days is `throttled`,
 decided in the same SQL transaction, see `store.claim`); the message is
 rendered and sent on the SMTP pool; transient failures retry with exponential backoff and
 jitter inside the record's own task, so other invitations keep flowing; the outcome is
 recorded in SQL, then published; only then does the record count as done, and offsets are
 committed up to the lowest record still in flight.
+
+Issue 15: an invitation that falls due while its automation is disabled is not discarded. Its
+row says `held` (not final) and keeps the request; the sweep (woken by every config change
+that enables or deletes an automation, and every `held_sweep_interval` for expiry) sends it
+once the automation is enabled again, ends it `expired` once it is more than the hold expiry
+past its due time, and `suppressed` when the automation is deleted (the only way to drop it).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -27,10 +33,12 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
 from core.kafka.topics import Topics
+from core.tasks import cancel_and_wait
 from notifier import events, store
 from notifier.consuming import ConsumerService, TrackedConsumer
-from notifier.mailer import SendError, SmtpPool
+from notifier.mailer import SMTPUTF8_UNSUPPORTED, SendError, SmtpPool
 from notifier.metrics import (
+    HELD_WAITING,
     INVITATION_AGE,
     INVITATION_OUTCOMES,
     INVITATIONS_FAILED,
@@ -38,7 +46,7 @@ from notifier.metrics import (
     NOTIFIER_SECONDS,
     SMTP_RETRIES,
 )
-from notifier.models import SENT
+from notifier.models import SENT, SUPPRESSED
 from notifier.render import (
     MessageError,
     invitation_mail,
@@ -62,6 +70,8 @@ class Tuning:
     unknown_automation_wait: float = 5.0  # the config topic may lag the invitation a little
     busy_poll: float = 0.5
     commit_interval: float = 0.2
+    held_sweep_interval: float = 30.0  # held invitations are checked for expiry this often
+    held_sweep_batch: int = 500
 
     def lease(self, smtp_timeout: float) -> timedelta:
         # Longer than the longest gap between two attempts, which renew it.
@@ -78,7 +88,8 @@ class InvitationService(ConsumerService):
     def __init__(self, *, bootstrap: str, topics: Topics, config: ConfigCache, pool: SmtpPool,
                  producer: AIOKafkaProducer, db: store.Db, survey_base_url: str,
                  mail_from: str, group_id: str = "hookstream-notifier",
-                 tuning: Tuning | None = None, day_seconds: float = 86400.0) -> None:
+                 tuning: Tuning | None = None, day_seconds: float = 86400.0,
+                 hold_expiry: timedelta = timedelta(days=7)) -> None:
         super().__init__(TrackedConsumer(bootstrap=bootstrap, group_id=group_id,
                                          topic=topics.due,
                                          before_commit=self._flush_published))
@@ -92,6 +103,7 @@ class InvitationService(ConsumerService):
         self.sender = sender_address(mail_from)
         self.tuning = tuning or Tuning()
         self.day_seconds = day_seconds  # the length of throttling's days (issue 16)
+        self.hold_expiry = hold_expiry  # issue 15: how long past due a held one may still go
         self.owner = f"notifier-{uuid.uuid4()}"
         self._lease = self.tuning.lease(pool.config.timeout)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,12 +111,17 @@ class InvitationService(ConsumerService):
         self._lock_users: dict[str, int] = defaultdict(int)
         self._published: set[str] = set()  # outcome out, flag not yet written to SQL
         self._committing: asyncio.Task[None] | None = None
+        self._wake_sweep = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+        config.add_listener(self._config_changed)
 
     # --- the consumer loop ------------------------------------------------------------
 
     async def run(self) -> None:
         consumer = await self._in.start()
         self.running = True
+        self._wake_sweep.set()  # held invitations from before this start
+        self._sweeper = asyncio.create_task(self._sweep_held(), name="notifier-held-sweep")
         paused = False
         loop = asyncio.get_running_loop()
         last_commit = loop.time()
@@ -141,6 +158,7 @@ class InvitationService(ConsumerService):
                       self.topics.due, type(exc).__name__, exc)
 
     async def _shutdown(self, grace: float = 5.0) -> None:
+        await cancel_and_wait(self._sweeper)  # a held row it was at stays held: swept again
         if self._committing is not None:
             await self._committing  # _commit_now reports its own failures
         if self._tasks:
@@ -194,27 +212,33 @@ class InvitationService(ConsumerService):
 
     # --- one invitation ---------------------------------------------------------------
 
-    async def handle(self, req: dict[str, Any], fetched: float | None = None) -> dict[str, Any]:
-        """Decide, send and report one invitation; returns the outcome published."""
+    async def handle(self, req: dict[str, Any], fetched: float | None = None,
+                     swept: bool = False) -> dict[str, Any] | None:
+        """Decide, send and report one invitation; returns the outcome published. `swept`:
+        a held one the sweep picked up (issue 15): an unknown automation is not waited for,
+        and one another notifier decided meanwhile is not reported again (None)."""
         iid = req["invitation_id"]
         self._lock_users[iid] += 1
         lock = self._locks.setdefault(iid, asyncio.Lock())
         try:
             async with lock:  # the same invitation twice in flight here: one after the other
-                return await self._handle(req, fetched)
+                return await self._handle(req, fetched, swept)
         finally:
             self._lock_users[iid] -= 1
             if self._lock_users[iid] == 0:
                 del self._lock_users[iid]
                 self._locks.pop(iid, None)
 
-    async def _handle(self, req: dict[str, Any], fetched: float | None) -> dict[str, Any]:
-        snap = await self._snapshot(req["automation_id"])
+    async def _handle(self, req: dict[str, Any], fetched: float | None,
+                      swept: bool = False) -> dict[str, Any] | None:
+        snap = await self._snapshot(req["automation_id"], wait=not swept)
         suppress = None
+        hold = None
         if snap is None:
             suppress = "automation deleted"
-        elif not snap.enabled:
-            suppress = "automation disabled"
+        elif not snap.enabled:  # issue 15: it waits for the automation to be enabled again
+            hold = store.Hold("automation disabled",
+                              codec.encode("InvitationRequested", req))
         message_id = message_id_for(req["invitation_id"], self.mail_from)
         throttle = None
         if snap is not None and snap.throttle_days > 0:
@@ -224,13 +248,16 @@ class InvitationService(ConsumerService):
             c = await self.db.tx(store.claim, req, owner=self.owner, lease=self._lease,
                                   survey_name=snap.survey_name if snap else "",
                                   message_id=message_id, suppress_reason=suppress,
-                                  throttle=throttle)
+                                  throttle=throttle, hold=hold, expiry=self.hold_expiry)
             if c.kind != "busy":
                 break
             await asyncio.sleep(self.tuning.busy_poll)  # another notifier is sending it
 
         if c.kind == "final":
-            if c.outcome_published or req["invitation_id"] in self._published:
+            told = c.outcome_published or req["invitation_id"] in self._published
+            if swept and told:
+                return None  # another notifier's sweep (or a replay) decided and said it
+            if told:
                 out = events.outcome(req, "duplicate", attempts=c.attempts,
                                      reason=f"already {c.status}", message_id=c.message_id)
             else:  # decided before a crash that came before its outcome was published
@@ -240,18 +267,31 @@ class InvitationService(ConsumerService):
         if c.kind == "suppressed":
             INVITATIONS_FAILED.labels(reason="suppressed").inc()
             return await self._emit(req, events.outcome(
-                req, "suppressed", attempts=0, reason=suppress, message_id=None))
+                req, "suppressed", attempts=0, reason=c.reason or suppress, message_id=None))
+        if c.kind == "held":  # not final: no failure, and said again when seen again
+            return await self._emit(req, events.outcome(
+                req, "held", attempts=0, reason=c.reason, message_id=None))
+        if c.kind == "expired":
+            INVITATIONS_FAILED.labels(reason="expired").inc()
+            return await self._emit(req, events.outcome(
+                req, "expired", attempts=0, reason=c.reason, message_id=None))
         if c.kind == "throttled":  # issue 16: a business rule, not an error of the automation
             INVITATIONS_FAILED.labels(reason="throttled").inc()
             return await self._emit(req, events.outcome(
                 req, "throttled", attempts=0, reason=c.reason, message_id=None))
-        assert snap is not None  # new or reclaimed rows exist only for enabled automations
+        if snap is None:  # a reclaimed row (a sender died mid-send) of an automation deleted since
+            await self.db.tx(store.finish, req["invitation_id"], status=SUPPRESSED,
+                             attempts=c.attempts, reason=suppress)
+            INVITATIONS_FAILED.labels(reason="suppressed").inc()
+            return await self._emit(req, events.outcome(
+                req, "suppressed", attempts=c.attempts, reason=suppress, message_id=None))
         return await self._send(req, snap, c, message_id, fetched)
 
-    async def _snapshot(self, automation_id: str) -> AutomationSnapshot | None:
+    async def _snapshot(self, automation_id: str, wait: bool = True
+                        ) -> AutomationSnapshot | None:
         snap = self.config.get(automation_id)
         waited = 0.0
-        while snap is None and waited < self.tuning.unknown_automation_wait:
+        while snap is None and wait and waited < self.tuning.unknown_automation_wait:
             await asyncio.sleep(0.1)
             waited += 0.1
             snap = self.config.get(automation_id)
@@ -287,7 +327,9 @@ class InvitationService(ConsumerService):
                                 req["invitation_id"], attempts, scrub(exc.reason), delay)
                     await asyncio.sleep(delay)
                     continue
-                kind = "smtp_permanent" if not exc.transient else "smtp_transient_exhausted"
+                kind = ("smtp_permanent" if not exc.transient else "smtp_transient_exhausted")
+                if exc.kind == SMTPUTF8_UNSUPPORTED:
+                    kind = exc.kind
                 return await self._fail(req, attempts, kind, scrub(exc.reason), exc.code,
                                         message_id)
             break
@@ -315,6 +357,9 @@ class InvitationService(ConsumerService):
                                         f"{attempts} attempts.",
             "invalid_email": "The respondent's e-mail address cannot be used in a mail "
                              "header.",
+            SMTPUTF8_UNSUPPORTED: "The respondent's e-mail address has non-ASCII characters "
+                                  "before the @ and the mail server does not offer SMTPUTF8 "
+                                  "(check HOOKSTREAM_SMTP_UTF8 and the server).",
         }.get(kind, f"The invitation could not be sent ({kind}).")
         await events.publish(self.producer, self.topics.errors, req["automation_id"],
                              "AutomationError", events.invitation_error(req, kind, detail))
@@ -326,9 +371,60 @@ class InvitationService(ConsumerService):
         await events.publish(self.producer, self.topics.outcomes, req["invitation_id"],
                              "InvitationOutcome", out)
         INVITATION_OUTCOMES.labels(status=out["status"]).inc()
-        if out["status"] != "duplicate":
+        if out["status"] not in ("duplicate", "held"):  # held: its final outcome is to come
             self._published.add(req["invitation_id"])
         return out
+
+    # --- held invitations (issue 15) ---------------------------------------------------
+
+    def _config_changed(self, automation_id: str, snap: AutomationSnapshot | None) -> None:
+        if snap is None or snap.enabled:  # enabled again or deleted: its held ones can go
+            self._wake_sweep.set()
+
+    async def _sweep_held(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake_sweep.wait(), self.tuning.held_sweep_interval)
+            except TimeoutError:
+                pass  # the interval: look for held invitations that expired meanwhile
+            self._wake_sweep.clear()
+            if not self.config.ready.is_set():
+                continue  # an automation not loaded yet is not a deleted one
+            try:
+                more = await self.sweep_once()
+            except Exception as exc:  # noqa: BLE001 - SQL trouble: the next interval retries
+                log.error("sweeping held invitations failed (%s: %s); retrying in %.0fs",
+                          type(exc).__name__, exc, self.tuning.held_sweep_interval)
+                continue
+            if more:
+                self._wake_sweep.set()
+
+    async def sweep_once(self) -> bool:
+        """Send, expire or drop the held invitations that no longer wait; True when there may
+        be more than one batch of them."""
+        disabled = [i for i, snap in self.config.all().items() if not snap.enabled]
+        cutoff = datetime.now(UTC) - self.hold_expiry
+        rows = await self.db.run(store.held, disabled=disabled, cutoff=cutoff,
+                                 lease=self._lease, limit=self.tuning.held_sweep_batch)
+        reqs = []
+        for row in rows:
+            try:
+                reqs.append(codec.decode_as("InvitationRequested", row.request))
+            except codec.CodecError as exc:  # stays held and listed: nothing is dropped
+                log.error("held invitation %s cannot be decoded: %s", row.invitation_id, exc)
+        step = max(1, self.tuning.max_in_flight)
+        failed = 0
+        for i in range(0, len(reqs), step):
+            results = await asyncio.gather(
+                *(self.handle(r, swept=True) for r in reqs[i:i + step]),
+                return_exceptions=True)
+            for req, result in zip(reqs[i:i + step], results, strict=True):
+                if isinstance(result, Exception):  # stays held: the next sweep retries
+                    failed += 1
+                    log.error("held invitation %s: %s: %s", req["invitation_id"],
+                              type(result).__name__, result)
+        HELD_WAITING.set(await self.db.run(store.held_count))
+        return len(rows) == self.tuning.held_sweep_batch and failed < len(rows)
 
 
 def _age(req: dict[str, Any]) -> float:

@@ -31,15 +31,18 @@ class SendError(Exception):
     """
 
     def __init__(self, reason: str, *, transient: bool, code: int | None = None,
-                 infrastructure: bool = False) -> None:
+                 infrastructure: bool = False, kind: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
         self.code = code
         self.infrastructure = infrastructure
+        self._kind = kind
 
     @property
     def kind(self) -> str:
+        if self._kind is not None:
+            return self._kind
         if self.infrastructure:
             return "connection"
         return "smtp_transient" if self.transient else "smtp_permanent"
@@ -188,8 +191,22 @@ async def _transaction(client: aiosmtplib.SMTP, sender: str, recipients: Sequenc
                        message: bytes) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
     """MAIL, RCPT..., DATA on an open session, like `SMTP.sendmail` but without re-parsing
     addresses that rendering already checked (a third of the client's CPU per mail). A
-    recipient refused among several is reported; all refused raises."""
-    r = await client.execute_command(b"MAIL", b"FROM:<" + _addr(sender) + b">")
+    recipient refused among several is reported; all refused raises.
+
+    Issue 15: domains go IDNA-encoded; an address with a non-ASCII local part goes with
+    SMTPUTF8 when the server offers it, else the mail fails as `smtputf8_unsupported` (the
+    deployment's SMTP setup, not the automation: it does not count toward auto-disable)."""
+    utf8 = not all(_local_ascii(a) for a in (sender, *recipients))
+    options = b""
+    if utf8:
+        if client.is_ehlo_or_helo_needed:  # a plain session may not have said EHLO yet
+            await client.ehlo()
+        if not client.supports_extension("smtputf8"):
+            raise SendError("the mail server does not offer SMTPUTF8, which an address with "
+                            "non-ASCII characters before the @ needs", transient=False,
+                            kind=SMTPUTF8_UNSUPPORTED)
+        options = b" SMTPUTF8"
+    r = await client.execute_command(b"MAIL", b"FROM:<" + _addr(sender) + b">" + options)
     if r.code != 250:
         raise aiosmtplib.SMTPSenderRefused(r.code, r.message, sender)
     refused: dict[str, aiosmtplib.SMTPResponse] = {}
@@ -204,11 +221,28 @@ async def _transaction(client: aiosmtplib.SMTP, sender: str, recipients: Sequenc
     return refused, response.message
 
 
+SMTPUTF8_UNSUPPORTED = "smtputf8_unsupported"
+
+
+def _local_ascii(address: str) -> bool:
+    return address.isascii() or address.rpartition("@")[0].isascii()
+
+
 def _addr(address: str) -> bytes:
-    if not address or any(c in address for c in "<>\r\n\x00 ") or not address.isascii():
+    """The envelope form: the domain IDNA-encoded (`bücher.example` ->
+    `xn--bcher-kva.example`), the local part as UTF-8 (sent only with SMTPUTF8)."""
+    local, at, domain = address.rpartition("@")
+    if (not address or not at or not local or not domain
+            or any(c in address for c in "<>\r\n\x00 ")):
         raise aiosmtplib.SMTPRecipientRefused(553, "address not allowed in an envelope",
                                               address)
-    return address.encode("ascii")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise aiosmtplib.SMTPRecipientRefused(553, "the domain is not a valid domain "
+                                                  "name", address) from None
+    return f"{local}@{domain}".encode()
 
 
 async def _close_quietly(client: aiosmtplib.SMTP | None) -> None:

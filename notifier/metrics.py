@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 INVITATIONS_SENT = Counter("hookstream_invitations_sent_total",
                            "Invitation mails the SMTP server accepted.")
@@ -35,3 +35,7 @@ NOTIFIER_SECONDS = Histogram("hookstream_notifier_invitation_seconds",
                              "mail: the notifier's own share of the end-to-end latency.",
                              buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
                                       0.5, 0.75, 1, 2.5, 5, 10, 60))
+HELD_WAITING = Gauge("hookstream_invitations_held",
+                     "Invitations held because their automation is disabled (issue 15): sent "
+                     "when it is enabled again, expired after the hold expiry, dropped when it "
+                     "is deleted. Counted at each sweep of held invitations.")

@@ -15,19 +15,34 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.sql import UTCDateTime, utcnow
 
 # Invitation status values (the row's life: sending -> sent | failed; or suppressed or
-# throttled at once).
+# throttled at once; or held -> sending | expired | suppressed).
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
 SUPPRESSED = "suppressed"
 THROTTLED = "throttled"  # issue 16: the survey invited the address within throttle_days
-FINAL = (SENT, FAILED, SUPPRESSED, THROTTLED)
+# Issue 15: due while its automation was disabled. Not final: sent once the automation is
+# enabled again within the hold expiry, else `expired`; dropped (`suppressed`) only when the
+# automation is deleted.
+HELD = "held"
+EXPIRED = "expired"
+FINAL = (SENT, FAILED, SUPPRESSED, THROTTLED, EXPIRED)
 
 
 class Base(DeclarativeBase):
@@ -53,6 +68,7 @@ class Respondent(Base):
 class Invitation(Base):
     __tablename__ = "invitations"
     __table_args__ = (Index("ix_invitations_automation_status", "automation_id", "status"),
+                      Index("ix_invitations_status_due", "status", "due_at"),
                       UniqueConstraint("token", name="uq_invitations_token"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the invitation id
@@ -77,6 +93,9 @@ class Invitation(Base):
     claimed_at: Mapped[datetime] = mapped_column()  # refreshed on every attempt (a lease)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Issue 15 (migration 0104_held): the Avro-encoded InvitationRequested while `held` (what
+    # to send once the automation is enabled again); cleared when the row leaves `held`.
+    request: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     respondent: Mapped[Respondent | None] = relationship()
 

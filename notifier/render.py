@@ -3,7 +3,9 @@
 Rendering is `automations.templates.render`: placeholders only, never code. A message body
 without markup is treated as text (escaped whole in the HTML part, line breaks kept); a body
 with markup is the author's HTML (values escaped, markup kept) and its text part has the tags
-stripped. The subject goes through `header_safe`, so no CR/LF from a value reaches a header.
+stripped. The subject goes through `header_safe`, so no CR/LF from a value reaches a header;
+text that a mail client would decode as an RFC 2047 encoded word is itself encoded, so it
+shows as written.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ _BLOCK_END = re.compile(r"</(p|div|h[1-6]|li|tr)>|<br\s*/?>", re.IGNORECASE)
 _LINK_MARKER = "\x00hookstream-survey-link\x00"
 _BOUNDARIES = itertools.count(int.from_bytes(secrets.token_bytes(6), "big"))
 _EMAIL_LIKE = re.compile(r"[^\s<>@]+@[^\s<>@]+")
+# Where a mail client would start decoding an RFC 2047 encoded word (issue 15): such text
+# is sent encoded itself, so the reader sees it literally.
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?", re.ASCII)
 
 
 class MessageError(ValueError):
@@ -123,7 +128,9 @@ def _mail(*, subject: str, to: str, mail_from: str, message_id: str | None, text
         headers.append(("Message-ID", _header_token(message_id)))
     headers += [("Date", format_datetime(now or datetime.now(UTC))), ("MIME-Version", "1.0")]
     headers += [(k, _header_text(v)) for k, v in extra or ()]
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers).encode("ascii")
+    # UTF-8 only in an address with a non-ASCII local part (RFC 6532; the pool sends such a
+    # mail with SMTPUTF8); every other header is ASCII by construction.
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers).encode("utf-8")
     if html_body is None:
         return head + _part("plain", text)
     boundary = f"=_hookstream_{next(_BOUNDARIES)}"  # unique per mail; never inside QP text
@@ -143,7 +150,7 @@ def _part(subtype: str, body: str) -> bytes:
 def _header_text(value: str) -> str:
     """Unstructured header text: CR/LF impossible, non-ASCII as RFC 2047 encoded words."""
     value = header_safe(value)
-    if value.isascii() and len(value) <= 900:
+    if value.isascii() and len(value) <= 900 and _ENCODED_WORD.search(value) is None:
         return value
     return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
 
@@ -169,12 +176,13 @@ def _header_address(to: str) -> str:
 
 
 def _ascii_address(address: str) -> str:
+    """The address for a header: the domain IDNA-encoded; a non-ASCII local part stays as it
+    is (it can only travel with SMTPUTF8, which the pool checks for)."""
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain or any(c in address for c in ' <>(),;:"[]\\'):
         raise MessageError("the recipient is not an e-mail address")
-    if not local.isascii():
-        raise MessageError("the address has non-ASCII characters before the @, which this "
-                           "mail server connection does not support (no SMTPUTF8)")
+    if any(c in address for c in "\r\n\x00"):
+        raise MessageError("the recipient address contains a line break")
     if not domain.isascii():
         try:
             domain = domain.encode("idna").decode("ascii")

@@ -17,14 +17,28 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import JSON, Connection, Engine, bindparam, event, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.sql import UTCDateTime, make_engine, session_factory
 from core.tasks import cancel_and_wait
 from core.times import aware_utc
 from notifier.models import (
+    EXPIRED,
     FINAL,
+    HELD,
     SENDING,
     SENT,
     SUPPRESSED,
@@ -169,9 +183,11 @@ def new_token() -> str:
 class SendClaim:
     """Whether this process may send an invitation, as the invitation's row says:
     `new`/`reclaimed` (this process sends it), `final` (decided before: a duplicate), `busy`
-    (another sender holds a live lease), `suppressed` or `throttled` (just recorded so)."""
+    (another sender holds a live lease), `suppressed`, `throttled`, `held` or `expired` (just
+    recorded so; `held` also when it already was)."""
 
-    kind: Literal["new", "reclaimed", "final", "busy", "suppressed", "throttled"]
+    kind: Literal["new", "reclaimed", "final", "busy", "suppressed", "throttled", "held",
+                  "expired"]
     token: str
     status: str
     attempts: int
@@ -219,12 +235,30 @@ _TOUCH = (update(INV).where(INV.c.id == bindparam("b_id"), INV.c.status == SENDI
 _FINISH = (update(INV).where(INV.c.id == bindparam("b_id"), INV.c.status == SENDING)
            .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"),
                    reason=bindparam("b_reason"), smtp_code=bindparam("b_code"),
-                   finished_at=bindparam("b_now", type_=_TS)))
+                   finished_at=bindparam("b_now", type_=_TS), request=None))
 _END_STREAK = (update(STREAK).where(STREAK.c.automation_id == bindparam("b_automation"),
                                     STREAK.c.consecutive > 0)
                .values(consecutive=0, reset_at=bindparam("b_now", type_=_TS)))
 _PUBLISHED = (update(INV).where(INV.c.id.in_(bindparam("b_ids", expanding=True)))
               .values(outcome_published=True))
+# Issue 15: a held row leaves `held` in one conditional UPDATE, so of two notifiers that
+# sweep it at once exactly one sends it (as for throttling, below). One sent on keeps its
+# request until it is final: if this notifier dies mid-send, no Kafka record is left to
+# bring it back, and the sweep takes it over once its lease has run out.
+_HELD_ROW = (INV.c.id == bindparam("b_id"), INV.c.status == HELD)
+_END_HELD = (update(INV).where(*_HELD_ROW)
+             .values(status=bindparam("b_status"), reason=bindparam("b_reason"),
+                     claimed_by=bindparam("b_owner"), claimed_at=bindparam("b_now", type_=_TS),
+                     finished_at=bindparam("b_now", type_=_TS), request=None,
+                     outcome_published=False))
+_RESUME_HELD = (update(INV).where(*_HELD_ROW)
+                .values(status=SENDING, reason=None, claimed_by=bindparam("b_owner"),
+                        claimed_at=bindparam("b_now", type_=_TS), outcome_published=False))
+_SET_RESPONDENT = (update(INV).where(INV.c.id == bindparam("b_id"))
+                   .values(respondent_id=bindparam("b_respondent")))
+_THROTTLE_RESUMED = (update(INV).where(INV.c.id == bindparam("b_id"))
+                     .values(status=THROTTLED, reason=bindparam("b_reason"),
+                             finished_at=bindparam("b_now", type_=_TS), request=None))
 
 
 @dataclass(frozen=True)
@@ -236,9 +270,26 @@ class Throttle:
     window: timedelta
 
 
+@dataclass(frozen=True)
+class Hold:
+    """Issue 15: the automation is disabled. The invitation waits (`held`, its request kept)
+    unless it is past `expires_at` (its due time plus the hold expiry): then `expired`."""
+
+    reason: str
+    request: bytes  # the Avro-encoded InvitationRequested, sent as is once enabled again
+
+
+HELD_DELETED = "automation deleted while the invitation was held"
+
+
+def expires_at(req: dict[str, Any], expiry: timedelta) -> datetime:
+    return aware_utc(req["due_at"]) + expiry
+
+
 def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str,
           lease: timedelta, message_id: str,
-          suppress_reason: str | None = None, throttle: Throttle | None = None) -> SendClaim:
+          suppress_reason: str | None = None, throttle: Throttle | None = None,
+          hold: Hold | None = None, expiry: timedelta | None = None) -> SendClaim:
     """Insert the invitation's row (the exactly-once guard) or report what it already says.
 
     A row left `sending` by a sender whose lease ran out (a crashed process) is taken over;
@@ -246,9 +297,14 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
     A concurrent insert by another notifier surfaces as IntegrityError (caller retries).
     A new invitation under a `throttle` whose address the survey invited within its window
     is recorded `throttled` (final: never mailed), in the same transaction.
+    Under a `hold` (automation disabled) a new invitation is recorded `held`; a `held` row
+    stays so under a hold, is `suppressed` under a `suppress_reason` (deleted), and is
+    otherwise (enabled again) claimed for sending like a new one; past its due time plus
+    `expiry` a held invitation ends `expired` instead.
     """
     now = datetime.now(UTC)
     iid = req["invitation_id"]
+    expired = expiry is not None and now > expires_at(req, expiry)
     row = conn.execute(_SELECT_INVITATION, {"b_id": iid}).first()
     if row is not None:
         found = SendClaim(kind="final", token=row.token, status=row.status,
@@ -256,6 +312,10 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
                           message_id=row.message_id, outcome_published=row.outcome_published)
         if row.status in FINAL:
             return found
+        if row.status == HELD:
+            return _leave_held(conn, req, found, now=now, owner=owner,
+                               expired=_expired_reason(expiry) if expired else None,
+                               hold=hold, suppress_reason=suppress_reason, throttle=throttle)
         if row.claimed_by != owner and row.claimed_at > now - lease:
             return replace(found, kind="busy")
         taken = conn.execute(_RECLAIM, {"b_id": iid, "b_old": row.claimed_at,
@@ -263,13 +323,13 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
         return replace(found, kind="reclaimed" if taken == 1 else "busy")
     respondent_id, reason = None, suppress_reason
     status = SENDING if suppress_reason is None else SUPPRESSED
-    if suppress_reason is None:
+    if suppress_reason is None and hold is not None:
+        status = EXPIRED if expired else HELD
+        reason = _expired_reason(expiry) if expired else hold.reason
+    elif suppress_reason is None:
         respondent_id, invited_at = _upsert_respondent(conn, req, now, throttle)
         if invited_at is not None and throttle is not None:
-            status = THROTTLED
-            reason = (f"throttled: the survey invited this address at "
-                      f"{invited_at:%Y-%m-%d %H:%M:%S} UTC, within the automation's "
-                      f"{throttle.days} day(s)")
+            status, reason = THROTTLED, _throttled_reason(invited_at, throttle)
     token = new_token()
     conn.execute(_INSERT_INVITATION, {
         "id": iid, "automation_id": req["automation_id"],
@@ -279,11 +339,58 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
         "status": status, "reason": reason, "attempts": 0, "message_id": message_id,
         "outcome_published": False, "received_at": aware_utc(req["received_at"]),
         "due_at": aware_utc(req["due_at"]), "claimed_by": owner, "claimed_at": now,
-        "created_at": now, "finished_at": None if status == SENDING else now})
-    kind: Literal["new", "suppressed", "throttled"] = (
-        "new" if status == SENDING else "suppressed" if status == SUPPRESSED else "throttled")
+        "created_at": now, "finished_at": None if status in (SENDING, HELD) else now,
+        "request": hold.request if status == HELD and hold is not None else None})
+    kind = _KINDS[status]
     return SendClaim(kind=kind, token=token, status=status, attempts=0, reason=reason,
                      message_id=message_id)
+
+
+_KINDS: dict[str, Literal["new", "suppressed", "throttled", "held", "expired"]] = {
+    SENDING: "new", SUPPRESSED: "suppressed", THROTTLED: "throttled", HELD: "held",
+    EXPIRED: "expired"}
+
+
+def _throttled_reason(invited_at: datetime, throttle: Throttle) -> str:
+    return (f"throttled: the survey invited this address at {invited_at:%Y-%m-%d %H:%M:%S} "
+            f"UTC, within the automation's {throttle.days} day(s)")
+
+
+def _expired_reason(expiry: timedelta | None) -> str:
+    return (f"expired: held while the automation was disabled, not enabled again within "
+            f"{expiry} of the due time")
+
+
+def _leave_held(conn: Connection, req: dict[str, Any], found: SendClaim, *, now: datetime,
+                owner: str, expired: str | None, hold: Hold | None,
+                suppress_reason: str | None, throttle: Throttle | None) -> SendClaim:
+    """A held row seen again (the sweep, a replay): what becomes of it now."""
+    status: str
+    reason: str | None
+    if suppress_reason is not None:
+        status, reason = SUPPRESSED, HELD_DELETED
+    elif expired is not None:
+        status, reason = EXPIRED, expired
+    elif hold is not None:
+        return replace(found, kind="held")  # still disabled: it waits on
+    else:
+        status, reason = SENDING, None
+    iid = req["invitation_id"]
+    if status == SENDING:
+        taken = conn.execute(_RESUME_HELD, {"b_id": iid, "b_owner": owner, "b_now": now})
+    else:
+        taken = conn.execute(_END_HELD, {"b_id": iid, "b_status": status, "b_reason": reason,
+                                         "b_owner": owner, "b_now": now})
+    if taken.rowcount != 1:
+        return replace(found, kind="busy")  # another notifier took it meanwhile: look again
+    if status == SENDING:  # enabled again: from here on like a new invitation
+        respondent_id, invited_at = _upsert_respondent(conn, req, now, throttle)
+        conn.execute(_SET_RESPONDENT, {"b_id": iid, "b_respondent": respondent_id})
+        if invited_at is not None and throttle is not None:
+            status, reason = THROTTLED, _throttled_reason(invited_at, throttle)
+            conn.execute(_THROTTLE_RESUMED, {"b_id": iid, "b_reason": reason, "b_now": now})
+    return replace(found, kind=_KINDS[status], status=status, reason=reason,
+                   outcome_published=False)
 
 
 def _upsert_respondent(conn: Connection, req: dict[str, Any], now: datetime,
@@ -340,6 +447,40 @@ def mark_published(conn: Connection, invitation_ids: Iterable[str]) -> None:
     ids = list(invitation_ids)
     for i in range(0, len(ids), 500):
         conn.execute(_PUBLISHED, {"b_ids": ids[i:i + 500]})
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    invitation_id: str
+    automation_id: str
+    due_at: datetime
+    request: bytes
+
+
+def held(sessions: sessionmaker[Session], *, disabled: Iterable[str], cutoff: datetime,
+         lease: timedelta, limit: int) -> list[HeldRow]:
+    """The sweep's work, the longest due first: held invitations whose automation is not
+    `disabled` (enabled again or deleted) or that were due before `cutoff` (expired); and
+    formerly held ones whose sender's lease ran out mid-send (they keep their request)."""
+    off = list(disabled)
+    is_held = Invitation.status == HELD
+    if off:
+        is_held = and_(is_held, or_(Invitation.automation_id.not_in(off),
+                                    Invitation.due_at < cutoff))
+    orphaned = and_(Invitation.status == SENDING, Invitation.request.is_not(None),
+                    Invitation.claimed_at < datetime.now(UTC) - lease)
+    q = select(Invitation.id, Invitation.automation_id, Invitation.due_at,
+               Invitation.request).where(or_(is_held, orphaned))
+    with sessions() as s:
+        rows = s.execute(q.order_by(Invitation.due_at).limit(limit)).all()
+    return [HeldRow(r.id, r.automation_id, aware_utc(r.due_at), r.request or b"")
+            for r in rows]
+
+
+def held_count(sessions: sessionmaker[Session]) -> int:
+    with sessions() as s:
+        return int(s.execute(select(func.count()).select_from(Invitation)
+                             .where(Invitation.status == HELD)).scalar() or 0)
 
 
 def release_claims(sessions: sessionmaker[Session], owner: str) -> int:

@@ -70,7 +70,8 @@ class StreamsRuntime(mode.Service):
         groups = group_ids(settings.topic_prefix)
         self.config = ConfigCache(settings.kafka_bootstrap, self.topics.config)
         self.processor = RawProcessor(settings.kafka_bootstrap, self.topics, groups["raw"],
-                                      self.config, settings.day_seconds)
+                                      self.config, settings.day_seconds,
+                                      smtp_utf8=settings.smtp_utf8)
         state_dir = Path(settings.var_dir) / "scheduler" / settings.topic_prefix.rstrip(".")
         self.scheduler = Scheduler(settings.kafka_bootstrap, self.topics, groups["scheduler"],
                                    state_dir)

@@ -36,9 +36,9 @@ CONFIG_GRACE_S = 2.0
 
 class RawProcessor:
     def __init__(self, bootstrap: str, topics: Topics, group_id: str, config: ConfigCache,
-                 day_seconds: float, max_records: int = 6000) -> None:
+                 day_seconds: float, max_records: int = 6000, smtp_utf8: bool = False) -> None:
         self.config = config
-        self.transformer = Transformer(topics, config.get, day_seconds)
+        self.transformer = Transformer(topics, config.get, day_seconds, smtp_utf8=smtp_utf8)
         self.counts_topic = topics.counts
         self.loop = TransactionalLoop(
             LoopConfig("streams", bootstrap, group_id, topics.raw, max_records=max_records),

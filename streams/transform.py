@@ -81,8 +81,9 @@ def plain(value: Any) -> Any:
 
 class Transformer:
     def __init__(self, topics: Topics, config: ConfigLookup, day_seconds: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, smtp_utf8: bool = False) -> None:
         self.topics = topics
+        self.smtp_utf8 = smtp_utf8  # issue 15: may an address have non-ASCII before the @?
         self.config = config
         self.day_ms = day_seconds * 1000.0
         self.day_seconds = day_seconds
@@ -157,6 +158,16 @@ class Transformer:
                                   event_id, index, "invalid_send_window",
                                   f"The automation's send window cannot be used here: "
                                   f"{window}.", None)
+            elif (kind is Accepted and not self.smtp_utf8 and not verdict.email.isascii()
+                  and not verdict.email.partition("@")[0].isascii()):
+                # Issue 15: no mail server connection without SMTPUTF8 can deliver it; a clear
+                # reason here, not a permanent SMTP failure at the notifier.
+                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                                  event_id, index, "unsupported_email",
+                                  "The e-mail address has non-ASCII characters before the @, "
+                                  "which needs SMTPUTF8; this deployment's mail server "
+                                  "connection is not set up for it (HOOKSTREAM_SMTP_UTF8).",
+                                  snapshot.email_field)
             elif kind is Accepted:
                 out.append(self._invitation(snapshot, event_id, index, verdict, received_at,
                                             window))

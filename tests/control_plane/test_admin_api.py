@@ -191,7 +191,8 @@ async def test_not_found_and_conflicts(admin: httpx.AsyncClient) -> None:
     r = await admin.post(f"/v1/surveys/{sid}/variables", json={"name": "spare", "type": "text"})
     assert r.status_code == 201
     assert (await admin.delete(f"/v1/surveys/{sid}/variables/spare")).status_code == 204
-    assert (await admin.delete(f"/v1/automations/{a['id']}")).status_code == 204
+    gone = await admin.delete(f"/v1/automations/{a['id']}")
+    assert gone.status_code == 200 and gone.json()["held_dropped"] == 0
     assert (await admin.get(f"/v1/automations/{a['id']}")).status_code == 404
     assert (await admin.delete(f"/v1/surveys/{sid}")).status_code == 204
 

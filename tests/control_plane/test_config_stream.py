@@ -73,7 +73,7 @@ async def test_topic_equals_store_after_changes_and_restart(settings: Settings) 
         assert (await admin.post(f"/v1/automations/{ids['kept']}/disable",
                                  json={"reason": "paused"})).status_code == 200
         assert (await admin.post(f"/v1/automations/{ids['other']}/keys")).status_code == 200
-        assert (await admin.delete(f"/v1/automations/{ids['deleted']}")).status_code == 204
+        assert (await admin.delete(f"/v1/automations/{ids['deleted']}")).status_code == 200
         # A survey change reaches every automation of that survey (new version each).
         assert (await admin.patch(f"/v1/surveys/{survey['id']}",
                                   json={"name": "Renamed survey"})).status_code == 200

@@ -162,6 +162,12 @@ class Bus:
             self.topics.config, codec.encode("AutomationSnapshot", snap.to_record()),
             key=snap.id.encode())
 
+    async def tombstone(self, automation_id: str) -> None:
+        """The automation's deletion on the config topic (as the control plane writes it)."""
+        assert self._producer is not None
+        await self._producer.send_and_wait(self.topics.config, None,
+                                           key=automation_id.encode())
+
     async def due(self, req: dict[str, Any]) -> None:
         assert self._producer is not None
         await self._producer.send_and_wait(

@@ -166,7 +166,7 @@ async def test_4xx_is_retried_and_5xx_fails_with_an_alert(
     assert "smtp_permanent: 1" in body and "gone@example.com" not in body
 
 
-async def test_disabled_or_deleted_automation_is_suppressed(
+async def test_disabled_automation_holds_and_deleted_one_suppresses(
         bus: Bus, notifier: Notifier, smtp: SmtpSink) -> None:
     snap = make_snapshot(enabled=False, version=2)
     await bus.snapshot(snap)
@@ -176,7 +176,7 @@ async def test_disabled_or_deleted_automation_is_suppressed(
     await bus.due(invitation(unknown))
     outs = await bus.outcomes(2)
     assert sorted((o["status"], o["reason"]) for o in outs) == [
-        ("suppressed", "automation deleted"), ("suppressed", "automation disabled")]
+        ("held", "automation disabled"), ("suppressed", "automation deleted")]
     assert smtp.messages() == []
 
 

@@ -94,13 +94,40 @@ def test_html_and_text_parts_and_the_link() -> None:
 
 def test_unusable_addresses_are_refused() -> None:
     for to in ("bob@example.com\r\nBcc: x@evil.test", "not-an-address", "a b@example.com",
-               "bøb@example.com"):
+               "bøb@example.com\nBcc: x@evil.test"):
         with pytest.raises(MessageError):
             invitation_mail(subject="s", body="b", values={}, link="l", to=to, mail_from=FROM,
                             message_id="<m@h>")
     raw = invitation_mail(subject="s", body="b", values={}, link="l", to="bob@exämple.com",
                           mail_from=FROM, message_id="<m@h>")
     assert parse(raw)["To"] == "bob@xn--exmple-cua.com"
+    # Issue 15: a non-ASCII local part stays as it is (RFC 6532: the pool sends it with
+    # SMTPUTF8, or fails it as smtputf8_unsupported); only that header carries UTF-8.
+    raw = invitation_mail(subject="s", body="b", values={}, link="l", to="bøb@bücher.example",
+                          mail_from=FROM, message_id="<m@h>")
+    assert parse(raw)["To"] == "bøb@xn--bcher-kva.example"
+    assert b"To: b\xc3\xb8b@xn--bcher-kva.example\r\n" in raw
+
+
+def test_a_value_like_an_encoded_word_stays_literal_in_the_subject() -> None:
+    # Issue 15: copied raw, `=?utf-8?b?...?=` is decoded by every mail client ("Hello");
+    # encoded itself, the respondent sees exactly the value. Line breaks stay impossible.
+    for value in ("=?utf-8?b?SGVsbG8=?=", "x =?iso-8859-1?q?caf=E9?= y", "=?UTF-8?Q?a?="):
+        raw = invitation_mail(subject="Hi {{ name }}", body="b", values={"name": value},
+                              link="l", to="a@example.com", mail_from=FROM,
+                              message_id="<m@h>")
+        assert parse(raw)["Subject"] == f"Hi {value}"
+        subject_line = raw.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0]
+        assert value.encode() not in subject_line  # not raw on the wire
+    raw = invitation_mail(subject="Hi {{ name }}", body="b",
+                          values={"name": "=?utf-8?b?SGk=?=\r\nBcc: x@evil.test"}, link="l",
+                          to="a@example.com", mail_from=FROM, message_id="<m@h>")
+    mail = parse(raw)
+    assert "Bcc" not in mail and mail["Subject"] == "Hi =?utf-8?b?SGk=?= Bcc: x@evil.test"
+    # Plain subjects are unchanged on the wire.
+    raw = invitation_mail(subject="Your opinion, {{ name }}", body="b", values={"name": "Ann"},
+                          link="l", to="a@example.com", mail_from=FROM, message_id="<m@h>")
+    assert b"\r\nSubject: Your opinion, Ann\r\n" in raw
 
 
 def test_message_id_is_stable_and_alerts_are_auto_submitted() -> None:
@@ -273,5 +300,70 @@ async def test_claim_guards_one_send_and_takes_over_a_dead_senders_lease(tmp_pat
         reqs = [invitation(make_snapshot(), email=f"x{i}@example.com") for i in range(50)]
         claims = await asyncio.gather(*(db.tx(store.claim, r, owner="A", **kw) for r in reqs))
         assert {c.kind for c in claims} == {"new"} and len({c.token for c in claims}) == 50
+    finally:
+        await db.close()
+
+
+async def test_held_rows_wait_resume_once_expire_and_are_dropped_on_delete(
+        tmp_path: Path) -> None:
+    """Issue 15: the SQL life of a held invitation (claim under a hold, then without)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from notifier import store
+    from notifier.migrations import migrate
+    from notifier.models import Invitation
+    from schemas import codec
+
+    from .conftest import invitation, make_snapshot
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    migrate(url)
+    db = store.Db(url)
+    try:
+        week = timedelta(days=7)
+        kw = {"survey_name": "S", "lease": timedelta(minutes=2), "message_id": "<m@h>",
+              "expiry": week}
+        snap = make_snapshot()
+        req, old, gone = (invitation(snap, email=f"{n}@example.com") for n in ("a", "o", "g"))
+        old["due_at"] = datetime.now(UTC) - timedelta(days=8)
+        hold = store.Hold("automation disabled", codec.encode("InvitationRequested", req))
+
+        first = await db.tx(store.claim, req, owner="A", hold=hold, **kw)
+        assert (first.kind, first.status, first.reason) == ("held", "held",
+                                                            "automation disabled")
+        assert (await db.tx(store.claim, req, owner="B", hold=hold, **kw)).kind == "held"
+        expired = await db.tx(store.claim, old, owner="A", hold=hold, **kw)
+        assert expired.kind == "expired" and "expired" in (expired.reason or "")
+        await db.tx(store.claim, gone, owner="A", hold=hold, **kw)
+
+        # The sweep's list: nothing while the automation is disabled and within the expiry.
+        cutoff = datetime.now(UTC) - week
+        sweep = {"cutoff": cutoff, "lease": timedelta(minutes=2), "limit": 10}
+        assert await db.run(store.held, disabled=[snap.id], **sweep) == []
+        rows = await db.run(store.held, disabled=[], **sweep)
+        assert {r.invitation_id for r in rows} == {req["invitation_id"], gone["invitation_id"]}
+        assert codec.decode_as("InvitationRequested", rows[0].request)["email"].endswith(
+            "@example.com")
+        assert await db.run(store.held_count) == 2
+
+        # Enabled again: one notifier resumes it (a second one finds it taken), same token.
+        resumed = await db.tx(store.claim, req, owner="A", **kw)
+        assert resumed.kind == "new" and resumed.token == first.token
+        assert (await db.tx(store.claim, req, owner="B", **kw)).kind == "busy"
+        await db.tx(store.finish, req["invitation_id"], status="sent", attempts=1,
+                    smtp_code=250)
+        # Deleted: the held one is dropped as suppressed, with the reason.
+        dropped = await db.tx(store.claim, gone, owner="A",
+                              suppress_reason="automation deleted", **kw)
+        assert (dropped.kind, dropped.reason) == ("suppressed", store.HELD_DELETED)
+        assert await db.run(store.held_count) == 0
+        with db.sessions() as s:
+            rows = {r.id: (r.status, r.request is None, r.respondent_id is not None)
+                    for r in s.execute(select(Invitation)).scalars()}
+        assert rows == {req["invitation_id"]: ("sent", True, True),
+                        old["invitation_id"]: ("expired", True, False),
+                        gone["invitation_id"]: ("suppressed", True, False)}
     finally:
         await db.close()
