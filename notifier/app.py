@@ -15,11 +15,12 @@ import logging
 import signal
 import sys
 
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from automations.config_cache import ConfigCache
+from core.kafka import clients
+from core.kafka.clients import ConnectGate, KafkaConnection
 from core.kafka.topics import Topics, ensure_topics
 from core.serving import ProbeServer
 from core.settings import Settings
@@ -54,6 +55,8 @@ class Notifier:
         self.http = http
         self.migrate_db = migrate_db
         self.smtp = SmtpConfig.from_url(settings.smtp_url.get_secret_value())
+        self.kafka = KafkaConnection.from_settings(settings)
+        self.kafka_gate = ConnectGate(self.kafka, "the notifier")
         self._tasks: list[asyncio.Task[None]] = []
         self.config: ConfigCache | None = None
         self.db: Db | None = None
@@ -69,21 +72,23 @@ class Notifier:
         try:
             if self.http:
                 server = ProbeServer(s.metrics_host, s.notifier_port, self.readiness,
-                                     name="notifier")
+                                     name="notifier", why=self.kafka_gate.why)
                 await server.start()
                 stack.push_async_callback(server.stop)
+            # Until Kafka answers: said once why not, and /readyz names the reason.
+            await self.kafka_gate.wait()
             if self.migrate_db:
                 await asyncio.to_thread(migrate, s.database_url)
-            await ensure_topics(s.kafka_bootstrap, self.topics, s.topic_partitions)
+            await ensure_topics(self.kafka, self.topics, s.topic_partitions)
             db = self.db = Db(s.database_url)
             stack.push_async_callback(db.close)
-            self.config = ConfigCache(s.kafka_bootstrap, self.topics.config)
+            self.config = ConfigCache(self.kafka, self.topics.config)
             await self.config.start()
             stack.push_async_callback(self.config.stop)
             # Outcomes come after the mail is accepted, so their latency is nobody's wait: a
             # longer linger packs a burst's outcomes into fewer produce requests (CPU).
-            producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
-                                        enable_idempotence=True, linger_ms=20)
+            producer = clients.producer(self.kafka, acks="all", enable_idempotence=True,
+                                        linger_ms=20)
             await producer.start()
             stack.push_async_callback(producer.stop)
             pool = self.pool = SmtpPool(self.smtp, s.smtp_concurrency)
@@ -93,12 +98,12 @@ class Notifier:
             admin = AdminClient(s.admin_url, s.admin_token.get_secret_value())
             stack.push_async_callback(admin.close)
             self.invitations = InvitationService(
-                bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
+                bootstrap=self.kafka, topics=self.topics, config=self.config,
                 pool=pool, producer=producer, db=db, survey_base_url=s.survey_base_url,
                 mail_from=s.mail_from, group_id=self.group_id, tuning=self.tuning,
                 day_seconds=s.day_seconds)
             self.alerts = AlertService(
-                bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
+                bootstrap=self.kafka, topics=self.topics, config=self.config,
                 pool=alert_pool, db=db, admin=admin, mail_from=s.mail_from,
                 interval=s.alert_interval_seconds, disable_after=s.disable_after,
                 admin_url=s.admin_url, group_id=f"{self.group_id}-alerts")
@@ -128,7 +133,8 @@ class Notifier:
         (`/healthz`) checks none of these: a broker or SMTP outage is waited out, not a
         reason to restart the process."""
         database, smtp = await asyncio.gather(self._database_answers(), self._smtp_usable())
-        return {**self.consuming(), "database": database, "smtp": smtp}
+        return {"kafka": self.kafka_gate.ok, **self.consuming(), "database": database,
+                "smtp": smtp}
 
     async def _database_answers(self) -> bool:
         if self.db is None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from core.kafka import clients
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,10 @@ SAMPLES_RETENTION_MS = 60 * 60 * 1000
 COUNTS_RETENTION_MS = 2 * 24 * 60 * 60 * 1000
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
+async def ensure_topics(bootstrap: clients.Kafka, topics: Topics, partitions: int = 3) -> None:
     """Create the pipeline's topics if missing; the config topic is compacted, samples and
     counts expire (`Topics.retention`)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
