@@ -310,12 +310,13 @@ def _rdkafka_name(exc: BaseException) -> tuple[str, str] | None:
     return str(err.name()), str(err.str())
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def _chain(exc: Any) -> list[Any]:
+    """The error and its causes (a librdkafka KafkaError is no exception: itself only)."""
     seen: list[BaseException] = []
     e: BaseException | None = exc
     while e is not None and e not in seen:
         seen.append(e)
-        e = e.__cause__ or e.__context__
+        e = getattr(e, "__cause__", None) or getattr(e, "__context__", None)
     return seen
 
 
