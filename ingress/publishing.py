@@ -37,6 +37,24 @@ class PublishUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class RecordRejected(Exception):
+    """Kafka refused this one record (larger than the topic or the producer admits, say),
+    not the connection: this request fails (413 when too large) and the breaker is left
+    alone, so every other automation's requests go on being accepted."""
+
+    def __init__(self, reason: str, *, too_large: bool) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def record_rejected(exc: BaseException) -> RecordRejected | None:
+    """The `RecordRejected` for a per-record produce error, else None."""
+    if not clients.is_record_error(exc):
+        return None
+    text = f"{type(exc).__name__}: {exc}"
+    return RecordRejected(text, too_large="SIZE" in text.upper() or "LARGE" in text.upper())
+
+
 class Publisher(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -209,6 +227,8 @@ class KafkaPublisher:
             self._restart_if_dead()
             raise PublishUnavailable("Kafka did not acknowledge in time") from None
         except KafkaError as exc:
+            if (rejected := record_rejected(exc)) is not None:
+                raise rejected from exc  # this record only: the breaker stays as it is
             self.breaker.mark_down(f"{type(exc).__name__}: {exc}")
             self._restart_if_dead()
             raise PublishUnavailable(type(exc).__name__) from exc

@@ -29,7 +29,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from core.kafka import clients
 from core.kafka.clients import Kafka
-from ingress.publishing import Breaker, Headers, PublishUnavailable
+from ingress.publishing import Breaker, Headers, PublishUnavailable, record_rejected
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,10 @@ class _Client:
         if err is None:
             fut.set_result(None)
         else:
-            fut.set_exception(PublishUnavailable(err.name()))
+            # A per-record error (the topic's max.message.bytes, say) fails this request only.
+            rejected = record_rejected(KafkaException(err))
+            fut.set_exception(rejected if rejected is not None
+                              else PublishUnavailable(err.name()))
 
     def produce(self, topic: str, key: bytes, value: bytes,
                 headers: Headers) -> asyncio.Future[None]:
@@ -236,6 +239,8 @@ class RdKafkaPublisher:
             self.breaker.mark_down("the producer's queue is full")
             raise PublishUnavailable("the producer's queue is full") from None
         except KafkaException as exc:
+            if (rejected := record_rejected(exc)) is not None:
+                raise rejected from exc  # this record only: the breaker stays as it is
             self.breaker.mark_down(str(exc))
             raise PublishUnavailable(str(exc)) from exc
         try:
