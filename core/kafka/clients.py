@@ -352,6 +352,13 @@ def describe_connect_error(exc: BaseException, conn: KafkaConnection | None = No
     kind = connect_error_kind(exc)
     servers = conn.bootstrap if conn is not None else "the bootstrap servers"
     detail = _short(exc)
+    if kind == "auth" and any(isinstance(e, aio_errors.IllegalSaslStateError
+                                         | aio_errors.UnsupportedSaslMechanismError)
+                              for e in _chain(exc)):
+        mech = conn.sasl_mechanism if conn is not None else "SASL"
+        return (f"Kafka at {servers} does not accept SASL {mech} on this listener: check "
+                "HOOKSTREAM_KAFKA_SASL_MECHANISM, HOOKSTREAM_KAFKA_SECURITY_PROTOCOL and the "
+                f"port ({detail})")
     if kind == "auth":
         who = f" as {conn.sasl_username!r} ({conn.sasl_mechanism})" if conn and conn.uses_sasl \
             else ""
@@ -359,12 +366,20 @@ def describe_connect_error(exc: BaseException, conn: KafkaConnection | None = No
                 f"{servers}; check HOOKSTREAM_KAFKA_SASL_USERNAME/PASSWORD/MECHANISM "
                 f"({detail})")
     if kind == "tls":
-        ca = f" against {conn.ssl_cafile}" if conn and conn.ssl_cafile else ""
-        return (f"the TLS handshake with Kafka at {servers} failed: the broker's certificate "
-                f"is not trusted{ca} (or its name does not match); check "
-                f"HOOKSTREAM_KAFKA_SSL_CAFILE ({detail})")
+        if any(isinstance(e, ssl.SSLCertVerificationError) for e in _chain(exc)) \
+                or "certificate" in detail.lower():
+            ca = f" against {conn.ssl_cafile}" if conn and conn.ssl_cafile else ""
+            return (f"the TLS handshake with Kafka at {servers} failed: the broker's "
+                    f"certificate is not trusted{ca} (or its name does not match); check "
+                    f"HOOKSTREAM_KAFKA_SSL_CAFILE ({detail})")
+        return (f"the TLS handshake with Kafka at {servers} failed: is that listener TLS? "
+                f"check HOOKSTREAM_KAFKA_SECURITY_PROTOCOL and the port ({detail})")
     if kind == "unreachable":
-        return (f"no broker of the bootstrap list {servers} answers; check "
+        hint = ""
+        if conn is not None and conn.uses_tls and any(
+                isinstance(e, ConnectionResetError | ssl.SSLEOFError) for e in _chain(exc)):
+            hint = " (a reset during the TLS handshake: is that listener TLS?)"
+        return (f"no broker of the bootstrap list {servers} answers{hint}; check "
                 f"HOOKSTREAM_KAFKA_BOOTSTRAP and the network ({detail})")
     return f"Kafka at {servers} could not be used: {detail}"
 
