@@ -321,7 +321,7 @@ def _chain(exc: Any) -> list[Any]:
 
 
 def connect_error_kind(exc: BaseException) -> str:
-    """'auth', 'tls', 'unreachable' or 'other' for an error of a first connection."""
+    """'auth', 'tls', 'file', 'unreachable' or 'other' for an error of a first connection."""
     for e in _chain(exc):
         rd = _rdkafka_name(e)
         if rd is not None:
@@ -338,6 +338,9 @@ def connect_error_kind(exc: BaseException) -> str:
                       | aio_errors.AuthenticationFailedError
                       | aio_errors.AuthenticationMethodNotSupported):
             return "auth"
+        if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError) \
+                and getattr(e, "filename", None):
+            return "file"  # a CA, certificate or key file that cannot be read
         if isinstance(e, ssl.SSLError | ssl.CertificateError):
             return "tls"
         if isinstance(e, aio_errors.KafkaConnectionError | OSError | TimeoutError
@@ -374,6 +377,11 @@ def describe_connect_error(exc: BaseException, conn: KafkaConnection | None = No
                     f"HOOKSTREAM_KAFKA_SSL_CAFILE ({detail})")
         return (f"the TLS handshake with Kafka at {servers} failed: is that listener TLS? "
                 f"check HOOKSTREAM_KAFKA_SECURITY_PROTOCOL and the port ({detail})")
+    if kind == "file":
+        name = next(getattr(e, "filename", None) for e in _chain(exc)
+                    if getattr(e, "filename", None))
+        return (f"cannot read {name} for the TLS connection to Kafka at {servers}: check "
+                f"HOOKSTREAM_KAFKA_SSL_CAFILE/CERTFILE/KEYFILE ({detail})")
     if kind == "unreachable":
         hint = ""
         if conn is not None and conn.uses_tls and any(
@@ -426,7 +434,7 @@ async def check_connection(conn: KafkaConnection, timeout: float = 5.0) -> None:
             return
         except (OSError, TimeoutError, aio_errors.KafkaError) as exc:
             errors.append(exc)
-    rank = {"auth": 0, "tls": 1, "other": 2, "unreachable": 3}
+    rank = {"file": 0, "auth": 1, "tls": 2, "other": 3, "unreachable": 4}
     raise min(errors, key=lambda e: rank[connect_error_kind(e)])
 
 

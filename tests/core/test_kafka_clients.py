@@ -154,6 +154,7 @@ def rd(code: int) -> KafkaException:
     (rd(KafkaError._TRANSPORT), "unreachable"),
     (rd(KafkaError._ALL_BROKERS_DOWN), "unreachable"),
     (KafkaError(KafkaError._ALL_BROKERS_DOWN), "unreachable"),
+    (FileNotFoundError(2, "No such file or directory", "/etc/kafka/ca.pem"), "file"),
     (ValueError("odd"), "other"),
 ])
 def test_each_failure_has_its_kind(exc: BaseException, kind: str) -> None:
@@ -167,6 +168,8 @@ def test_the_line_names_the_problem_and_what_to_check_never_the_password() -> No
     assert "SCRAM-SHA-512" in auth and "s3cret-pw" not in auth
     tls = describe_connect_error(ssl.SSLCertVerificationError(1, "verify failed"), c)
     assert "certificate is not trusted" in tls and "HOOKSTREAM_KAFKA_SSL_CAFILE" in tls
+    missing = describe_connect_error(FileNotFoundError(2, "No such file", "/x/ca.pem"), c)
+    assert missing.startswith("cannot read /x/ca.pem") and "SSL_CAFILE" in missing
     down = describe_connect_error(rd(KafkaError._ALL_BROKERS_DOWN), c)
     assert "bootstrap list b-1:9096,b-2:9096" in down
     assert "\n" not in auth + tls + down
