@@ -14,6 +14,8 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from automations.snapshot import AutomationSnapshot
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from core.tasks import cancel_and_wait
 from schemas import codec
 
@@ -23,7 +25,7 @@ Listener = Callable[[str, AutomationSnapshot | None], None]
 
 
 class ConfigCache:
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: Kafka, topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self._automations: dict[str, AutomationSnapshot] = {}
@@ -46,8 +48,8 @@ class ConfigCache:
         self._listeners.append(listener)
 
     async def start(self, wait_ready: float | None = 30.0) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+        self._consumer = clients.consumer(
+            self.bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=100)
         await self._consumer.start()
         partitions = await self._wait_for_partitions()

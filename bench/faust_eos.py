@@ -23,10 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka import TopicPartition  # noqa: E402
 
 from bench.streams import delete_topics  # noqa: E402
-from bench.streams_common import WorkerProcess, broker  # noqa: E402
+from bench.streams_common import WorkerProcess, broker, kafka  # noqa: E402
+from core.kafka import clients  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from schemas import codec  # noqa: E402
 
@@ -43,7 +44,7 @@ def run_faust_worker() -> None:
 
     s = get_settings()
     topics = Topics(s.topic_prefix)
-    app = faust.App(f"{s.topic_prefix}faust-eos", broker=f"kafka://{s.kafka_bootstrap}",
+    app = clients.faust_app(kafka(s.kafka_bootstrap), f"{s.topic_prefix}faust-eos",
                     processing_guarantee="exactly_once", store="memory://",
                     web_enabled=False, topic_partitions=3, broker_commit_interval=0.5,
                     broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
@@ -51,7 +52,7 @@ def run_faust_worker() -> None:
     source = app.topic(topics.raw, key_serializer="raw", value_serializer="raw")
     sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
              for name in (topics.due, topics.scheduled, topics.dlq, topics.errors)}
-    config = ConfigCache(s.kafka_bootstrap, topics.config)
+    config = ConfigCache(kafka(s.kafka_bootstrap), topics.config)
     transformer = Transformer(topics, config.get, s.day_seconds)
 
     @app.agent(source)
@@ -71,7 +72,7 @@ def run_faust_worker() -> None:
 
 
 async def count_due(bootstrap: str, topic: str, isolation: str = "read_committed") -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
+    consumer = clients.consumer(kafka(bootstrap), isolation_level=isolation,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
@@ -89,10 +90,10 @@ async def count_due(bootstrap: str, topic: str, isolation: str = "read_committed
 
 async def one_round(bootstrap: str, tmp: Path) -> str:
     topics = Topics(f"eos{uuid.uuid4().hex[:8]}.")
-    await ensure_topics(bootstrap, topics, 3)
+    await ensure_topics(kafka(bootstrap), topics, 3)
     from tests.streams.conftest import make_snapshot
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+    producer = clients.producer(kafka(bootstrap), acks="all", linger_ms=5,
                                 enable_idempotence=True)
     await producer.start()
     worker = WorkerProcess(bootstrap, topics.prefix, tmp / topics.prefix,
@@ -116,7 +117,7 @@ async def one_round(bootstrap: str, tmp: Path) -> str:
             await producer.flush()
 
         # Wait for the worker to produce, then feed and kill it a quarter of the way in.
-        offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        offsets = clients.consumer(kafka(bootstrap), enable_auto_commit=False)
         await offsets.start()
         tps = [TopicPartition(topics.due, p) for p in range(3)]
         feeder = asyncio.create_task(feed())

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from automations.signing import SecretBox, generate  # noqa: E402
 from automations.snapshot import ApiKeyHash, SealedSecret  # noqa: E402
+from bench.streams_common import kafka  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from hookstream.local.kafka import free_port, named_or_scratch_broker  # noqa: E402
 from tests.ingress.conftest import make_snapshot, new_key, publish_snapshots, sha  # noqa: E402
@@ -64,6 +65,9 @@ SIGNED_PER_SECOND = 15_000
 # Server knobs a bench run may vary (the baseline gets them too).
 PASS_THROUGH = ("HOOKSTREAM_INGRESS_PRODUCERS", "HOOKSTREAM_INGRESS_CLIENT",
                 "HOOKSTREAM_INGRESS_LINGER_MS")
+# A secured cluster's client settings (HOOKSTREAM_KAFKA_SECURITY_PROTOCOL, ..._SASL_*, ...)
+# reach the servers too.
+PASS_THROUGH_PREFIX = "HOOKSTREAM_KAFKA_"
 
 
 def ensure_wrk() -> str:
@@ -211,12 +215,13 @@ def main() -> None:
                 SealedSecret("bench", box.seal(secret, snap.id)),))
 
         async def prepare() -> None:
-            await ensure_topics(bootstrap, topics, 3)
-            await publish_snapshots(bootstrap, topics, snap)
+            await ensure_topics(kafka(bootstrap), topics, 3)
+            await publish_snapshots(kafka(bootstrap), topics, snap)
 
         asyncio.run(prepare())
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith("HOOKSTREAM_") or k in PASS_THROUGH}
+               if not k.startswith("HOOKSTREAM_") or k in PASS_THROUGH
+               or k.startswith(PASS_THROUGH_PREFIX)}
         env.update({"HOOKSTREAM_KAFKA_BOOTSTRAP": bootstrap,
                     "HOOKSTREAM_TOPIC_PREFIX": topics.prefix,
                     "HOOKSTREAM_VAR_DIR": str(tmp / "var"),

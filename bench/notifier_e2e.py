@@ -211,6 +211,7 @@ def _machine_busy() -> tuple[float, float]:
 
 async def _sample_lag(stop: asyncio.Event, every: float = 10.0) -> None:
     """Print each stage's consumer lag now and then: where a backlog builds up."""
+    from bench.streams_common import kafka
     from core.kafka.lag import read_lag
 
     bootstrap, prefix = os.environ["HOOKSTREAM_KAFKA_BOOTSTRAP"], os.environ["BENCH_PREFIX"]
@@ -219,7 +220,7 @@ async def _sample_lag(stop: asyncio.Event, every: float = 10.0) -> None:
         try:
             await asyncio.wait_for(stop.wait(), every)
         except TimeoutError:
-            report = await read_lag(bootstrap, prefix, groups)
+            report = await read_lag(kafka(bootstrap), prefix, groups)
             lags: dict[str, int] = {}
             for p in report.partitions:
                 lags[p.group.removeprefix(prefix)] = lags.get(p.group.removeprefix(prefix),

@@ -24,10 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka import TopicPartition  # noqa: E402
 
 from bench.streams import delete_topics  # noqa: E402
-from bench.streams_common import WorkerProcess, broker  # noqa: E402
+from bench.streams_common import WorkerProcess, broker, kafka  # noqa: E402
+from core.kafka import clients  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from streams.batching import BatchSender  # noqa: E402
 from streams.fast_avro import encode_invitation  # noqa: E402
@@ -46,7 +47,7 @@ def invitation(i: int, due_ms: int, now_ms: int) -> bytes:
 
 async def produce(bootstrap: str, topics: Topics, count: int, first_due: float,
                   spread: float) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+    producer = clients.producer(kafka(bootstrap), acks="all", linger_ms=20,
                                 max_batch_size=1024 * 1024, enable_idempotence=True)
     await producer.start()
     try:
@@ -69,7 +70,7 @@ async def produce(bootstrap: str, topics: Topics, count: int, first_due: float,
 async def read_releases(bootstrap: str, topic: str, count: int, first_due: float,
                         spread: float, timeout: float) -> tuple[list[float], int]:
     """Lag (s) of every released invitation, and the number of duplicates seen."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+    consumer = clients.consumer(kafka(bootstrap), isolation_level="read_committed",
                                 enable_auto_commit=False, fetch_max_wait_ms=50,
                                 max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
@@ -101,7 +102,7 @@ async def main(count: int, spread: float, lead: float | None) -> None:
     lead = lead if lead is not None else max(30.0, count / 7000)
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
         topics = Topics(f"bench{uuid.uuid4().hex[:8]}.")
-        await ensure_topics(bootstrap, topics, 3)
+        await ensure_topics(kafka(bootstrap), topics, 3)
         worker = WorkerProcess(bootstrap, topics.prefix, Path(tmp))
         worker.start("--loglevel", "warn")
         try:

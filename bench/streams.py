@@ -30,8 +30,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from aiokafka import TopicPartition  # noqa: E402
 
 from automations.snapshot import (  # noqa: E402
     AutomationSnapshot,
@@ -39,7 +38,8 @@ from automations.snapshot import (  # noqa: E402
     MessageTemplate,
     Variable,
 )
-from bench.streams_common import WorkerProcess, broker  # noqa: E402
+from bench.streams_common import WorkerProcess, broker, kafka  # noqa: E402
+from core.kafka import clients  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from schemas import codec  # noqa: E402
 
@@ -76,8 +76,8 @@ def body(i: int) -> bytes:
 
 async def prepare(bootstrap: str, prefix: str, n: int) -> Topics:
     topics = Topics(prefix)
-    await ensure_topics(bootstrap, topics, 3)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+    await ensure_topics(kafka(bootstrap), topics, 3)
+    producer = clients.producer(kafka(bootstrap), acks="all", linger_ms=20,
                                 max_batch_size=256 * 1024, enable_idempotence=True)
     await producer.start()
     try:
@@ -99,7 +99,7 @@ async def wait_outputs(bootstrap: str, topic: str, n: int, timeout: float,
                        proc: WorkerProcess) -> tuple[int, float, float]:
     """(records, seconds from the first to the last output, the process's CPU seconds from
     its first output to its last) once `n` are committed."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+    consumer = clients.consumer(kafka(bootstrap), isolation_level="read_committed",
                                 enable_auto_commit=False)
     await consumer.start()
     try:
@@ -130,7 +130,7 @@ async def wait_outputs(bootstrap: str, topic: str, n: int, timeout: float,
 
 
 async def delete_topics(bootstrap: str, topics: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(kafka(bootstrap))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -174,14 +174,14 @@ async def baseline_child() -> None:
 
     s = get_settings()
     topics = Topics(s.topic_prefix)
-    config = ConfigCache(s.kafka_bootstrap, topics.config)
+    config = ConfigCache(kafka(s.kafka_bootstrap), topics.config)
     await config.start()
     transformer = Transformer(topics, config.get, s.day_seconds)
-    consumer = AIOKafkaConsumer(topics.raw, bootstrap_servers=s.kafka_bootstrap,
+    consumer = clients.consumer(kafka(s.kafka_bootstrap), topics.raw,
                                 group_id=f"{s.topic_prefix}baseline", enable_auto_commit=False,
                                 auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
+    producer = clients.producer(kafka(s.kafka_bootstrap), acks="all",
                                 enable_idempotence=True, linger_ms=5)
     await consumer.start()
     await producer.start()

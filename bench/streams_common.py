@@ -15,8 +15,16 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.kafka.clients import KafkaConnection  # noqa: E402
+from core.settings import get_settings  # noqa: E402
 from hookstream.local.kafka import free_port  # noqa: E402
 from hookstream.local.kafka import named_or_scratch_broker as broker  # noqa: E402,F401
+
+
+def kafka(bootstrap: str) -> KafkaConnection:
+    """The bench's broker with the HOOKSTREAM_KAFKA_* security settings of this environment
+    (a secured cluster named by HOOKSTREAM_KAFKA_BOOTSTRAP, say)."""
+    return KafkaConnection.from_settings(get_settings()).with_bootstrap(bootstrap)
 
 
 class WorkerProcess:

@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from automations.counts import Counts
 from control_plane.topic_reads import partitions_of
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from core.kafka.headers import DLQ_AT, DLQ_REASON, header, integer, text
 from core.kafka.topics import SAMPLES_RETENTION_MS, Topics
 from core.tasks import cancel_and_wait
@@ -130,7 +132,7 @@ def _now_ms() -> int:
 class Activity:
     """Follows the three topics in the background; `ready` once each was read to its end."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    def __init__(self, bootstrap: Kafka, topics: Topics) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.samples = SampleStore()
@@ -161,7 +163,7 @@ class Activity:
                 delay = min(delay * 2, 30.0)
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+        consumer = clients.consumer(self.bootstrap, group_id=None,
                                     enable_auto_commit=False, isolation_level="read_committed",
                                     auto_offset_reset="earliest", fetch_max_wait_ms=200)
         await consumer.start()

@@ -43,6 +43,7 @@ from control_plane.reconcile import republish_all, republish_ids
 from control_plane.service import Changes
 from control_plane.snapshots import build_snapshot
 from control_plane.store.unit import Store
+from core.kafka.clients import ConnectGate, KafkaConnection
 from core.kafka.plan import ensure_plan
 from core.kafka.topics import Topics
 from core.serving import probe_routes
@@ -134,7 +135,9 @@ class AdminBackend:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.store: Store | None = None
-        self.publisher = ConfigPublisher(settings.kafka_bootstrap, self.topics.config)
+        self.kafka = KafkaConnection.from_settings(settings)
+        self.kafka_gate = ConnectGate(self.kafka, "the admin API")
+        self.publisher = ConfigPublisher(self.kafka, self.topics.config)
         self.box = SecretBox(settings.secrets_key.get_secret_value())  # signing secrets
         self.lock = asyncio.Lock()
         self.ready = False
@@ -186,6 +189,8 @@ class AdminBackend:
         s = self.settings
         await anyio.to_thread.run_sync(migrate, s.database_url)
         self.store = Store(s.database_url)
+        # Until Kafka answers: said once why not (the API serves once this start is done).
+        await self.kafka_gate.wait()
         report = await ensure_plan(s)
         if report.missing:
             # The API cannot serve before its start-up ends: stop with the names instead of
@@ -220,7 +225,7 @@ async def _retry_loop(cp: AdminBackend, interval: float = 2.0) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     cp = AdminBackend(settings)
-    activity = Activity(settings.kafka_bootstrap, cp.topics)
+    activity = Activity(cp.kafka, cp.topics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -294,10 +299,11 @@ def _probes(cp: AdminBackend) -> list[BaseRoute]:
     started, database answers; the ready body also counts the changes still to publish."""
 
     async def ready() -> dict[str, bool]:
-        return {"republished": cp.ready, "publisher": cp.publisher.started,
-                "database": await cp.database_answers()}
+        return {"kafka": cp.kafka_gate.ok, "republished": cp.ready,
+                "publisher": cp.publisher.started, "database": await cp.database_answers()}
 
-    return probe_routes(ready, extra=lambda: {"pending_publishes": len(cp.publisher.pending)})
+    return probe_routes(ready, extra=lambda: {"pending_publishes": len(cp.publisher.pending)},
+                        why=cp.kafka_gate.why)
 
 
 def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:

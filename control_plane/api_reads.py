@@ -107,7 +107,7 @@ def router(cp: Any, activity: Activity) -> APIRouter:
                            ) -> m.WaitingInvitationList:
         """Invitations to this address that wait for the automation's delay or send window."""
         await cp.read(lambda s: service.get_automation(s, automation_id))
-        found = await waiting_invitations(cp.settings.kafka_bootstrap, cp.topics,
+        found = await waiting_invitations(cp.kafka, cp.topics,
                                           automation_id, email)
         return m.WaitingInvitationList(
             items=[m.WaitingInvitationOut(invitation_id=w.invitation_id, email=w.email,
@@ -125,7 +125,7 @@ def router(cp: Any, activity: Activity) -> APIRouter:
         """Put the automation's dead-letter records back on `webhooks.raw` (after fixing the
         cause); invitations already made are not made twice."""
         await cp.read(lambda s: service.get_automation(s, automation_id))
-        n = await replay_dead_letters(cp.settings.kafka_bootstrap, cp.topics, automation_id)
+        n = await replay_dead_letters(cp.kafka, cp.topics, automation_id)
         return m.ReplayOut(replayed=n)
 
     return r

@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 
 from automations.snapshot import AutomationSnapshot
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ PUBLISH_FAILURES = Counter("hookstream_config_publish_failures_total",
 
 
 class ConfigPublisher:
-    def __init__(self, bootstrap: str, topic: str, *, timeout_ms: int = 15000) -> None:
+    def __init__(self, bootstrap: Kafka, topic: str, *, timeout_ms: int = 15000) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.timeout_ms = timeout_ms
@@ -36,8 +38,8 @@ class ConfigPublisher:
         return self._producer is not None
 
     async def start(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+        producer = clients.producer(
+            self.bootstrap, acks="all", enable_idempotence=True,
             linger_ms=0, request_timeout_ms=self.timeout_ms,
             # Retries are bounded by delivery_timeout: past it the caller reports the failure.
             )

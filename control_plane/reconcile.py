@@ -14,11 +14,12 @@ from control_plane.publisher import ConfigPublisher
 from control_plane.snapshots import build_snapshot
 from control_plane.store.models import Automation
 from control_plane.store.unit import Store
+from core.kafka.clients import Kafka
 
 log = logging.getLogger(__name__)
 
 
-async def keys_on_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> set[str]:
+async def keys_on_topic(bootstrap: Kafka, topic: str, timeout: float = 30.0) -> set[str]:
     """The automation ids the compacted topic currently holds a snapshot for."""
     cache = ConfigCache(bootstrap, topic)
     await cache.start(wait_ready=timeout)

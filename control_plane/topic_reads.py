@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord, TopicPartition
 
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from core.kafka.headers import replayed_headers
 from core.kafka.topics import Topics
 from schemas import codec
@@ -49,9 +50,9 @@ class WaitingLookup:
     complete: bool  # False: the scan stopped at MAX_SCAN_S before the end
 
 
-async def partitions_of(bootstrap: str, topics: list[str]) -> dict[str, list[int]]:
+async def partitions_of(bootstrap: Kafka, topics: list[str]) -> dict[str, list[int]]:
     """Each existing topic's partitions (a missing topic is left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = clients.admin(bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -63,9 +64,9 @@ async def partitions_of(bootstrap: str, topics: list[str]) -> dict[str, list[int
             for d in described if not d["error_code"]}
 
 
-async def _read_to_end(bootstrap: str, topic: str,
+async def _read_to_end(bootstrap: Kafka, topic: str,
                        deadline: float | None = None) -> AsyncIterator[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    consumer = clients.consumer(bootstrap, group_id=None,
                                 enable_auto_commit=False, isolation_level="read_committed",
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     parts = (await partitions_of(bootstrap, [topic])).get(topic)
@@ -91,7 +92,7 @@ async def _read_to_end(bootstrap: str, topic: str,
         await consumer.stop()
 
 
-async def waiting_invitations(bootstrap: str, topics: Topics, automation_id: str,
+async def waiting_invitations(bootstrap: Kafka, topics: Topics, automation_id: str,
                               email: str) -> WaitingLookup:
     """The automation's invitations to `email` that wait for their due time."""
     needle = email.strip().lower().encode()
@@ -119,10 +120,10 @@ async def waiting_invitations(bootstrap: str, topics: Topics, automation_id: str
     return WaitingLookup(items, complete)
 
 
-async def replay_dead_letters(bootstrap: str, topics: Topics, automation_id: str) -> int:
+async def replay_dead_letters(bootstrap: Kafka, topics: Topics, automation_id: str) -> int:
     """Put the automation's dead-letter records back on `webhooks.raw`; how many."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True, request_timeout_ms=30_000)
+    producer = clients.producer(bootstrap, acks="all", enable_idempotence=True,
+                                request_timeout_ms=30_000)
     await producer.start()
     key = automation_id.encode()
     replayed = 0

@@ -12,18 +12,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HOOKSTREAM_", extra="ignore")
+    # hide_input_in_errors: a refused combination must not print the secrets it was given.
+    model_config = SettingsConfigDict(env_prefix="HOOKSTREAM_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers (host:port).")
+        "127.0.0.1:9092", description="Kafka bootstrap servers: host:port, or a "
+        "comma-separated list of them (a:9092,b:9092).")
     topic_prefix: str = Field(
         "hookstream.", description="Prefix of every topic name (`<prefix>webhooks.raw`, ...).")
     topic_partitions: int = Field(
@@ -55,6 +58,52 @@ class Settings(BaseSettings):
     outcomes_retention_days: float = Field(
         30.0, ge=0, description="Retention of invitations.outcomes, the record of what "
         "became of each invitation. 0 keeps them for ever.")
+
+    # --- Kafka client security (issue 12, item 1; translated in core/kafka/clients.py) -----
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client talks to the brokers: PLAINTEXT, "
+        "SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS: the usual one in production).")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 "
+        "(OAUTHBEARER is not supported, see docs/DESIGN.md).")
+    kafka_sasl_username: str | None = Field(
+        None, description="SASL user name (with SASL_*).")
+    kafka_sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (with SASL_*); a secret, never logged.")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates (with "
+        "SSL/SASL_SSL); unset: the system's CAs.")
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Mutual TLS: PEM file of this client's certificate (with "
+        "HOOKSTREAM_KAFKA_SSL_KEYFILE).")
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="Mutual TLS: PEM file of this client's private key.")
+    kafka_ssl_key_password: SecretStr = Field(
+        SecretStr(""), description="Password of that private key, if it is encrypted; a "
+        "secret.")
+    kafka_client_id: str = Field(
+        "hookstream", description="client.id every Kafka client sends (broker logs, quotas).")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_list(cls, value: str) -> str:
+        from core.kafka.clients import parse_bootstrap
+
+        return ",".join(parse_bootstrap(value))
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        from core.kafka.clients import security_problem
+
+        problem = security_problem(
+            self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
+            self.kafka_sasl_password.get_secret_value(),
+            *(str(f) if f is not None else None
+              for f in (self.kafka_ssl_cafile, self.kafka_ssl_certfile,
+                        self.kafka_ssl_keyfile)))
+        if problem:
+            raise ValueError(problem)
+        return self
 
     # --- stores and mail ---------------------------------------------------------------------
     database_url: str = Field(

@@ -250,11 +250,12 @@ def topics_apply(
 
     from aiokafka.errors import KafkaError
 
+    from core.kafka.clients import KafkaConnection
     from core.kafka.plan import TopicError, apply_plan, plan_from_settings
 
     s = get_settings()
     try:
-        report = asyncio.run(apply_plan(s.kafka_bootstrap, plan_from_settings(s),
+        report = asyncio.run(apply_plan(KafkaConnection.from_settings(s), plan_from_settings(s),
                                         fix_configs=fix_configs))
     except (ValueError, TopicError, KafkaError, OSError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)

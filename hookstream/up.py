@@ -107,7 +107,7 @@ def _demo_automation(s: Settings) -> tuple[str, str]:
     return automation_id, key
 
 
-def _apply_topics(s: Settings, bootstrap: str) -> None:
+def _apply_topics(s: Settings) -> None:
     """The topic plan, once, before the services start (they would each apply it): drift is
     shown here; with HOOKSTREAM_KAFKA_CREATE_TOPICS off a missing topic stops `up`."""
     import asyncio
@@ -115,9 +115,9 @@ def _apply_topics(s: Settings, bootstrap: str) -> None:
     from core.kafka.plan import ensure_plan
 
     try:
-        report = asyncio.run(ensure_plan(s.model_copy(update={"kafka_bootstrap": bootstrap})))
+        report = asyncio.run(ensure_plan(s))
     except Exception as exc:
-        raise RuntimeError(f"cannot apply the topic plan on {bootstrap}: {exc}") from exc
+        raise RuntimeError(f"cannot apply the topic plan: {exc}") from exc
     for d in report.drift:
         typer.secho(f"topic drift: {d} (hookstream topics apply)", fg="yellow", err=True)
     if report.missing:
@@ -138,7 +138,8 @@ def run_stack(s: Settings, *, block: bool = True) -> Stack:
             kafka.start()
             # The services dial the broker we run, whatever port it was given.
             stack.env["HOOKSTREAM_KAFKA_BOOTSTRAP"] = kafka.bootstrap
-        _apply_topics(s, stack.env.get("HOOKSTREAM_KAFKA_BOOTSTRAP", s.kafka_bootstrap))
+        local = stack.env.get("HOOKSTREAM_KAFKA_BOOTSTRAP")
+        _apply_topics(s.model_copy(update={"kafka_bootstrap": local}) if local else s)
         sink = stack.spawn("smtp-sink", "smtp-sink", "--dir", str(s.var_dir / "mail"))
         admin = stack.spawn("admin", "admin")
         stack.wait_http(admin, f"http://{s.admin_host}:{s.admin_port}/readyz")

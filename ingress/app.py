@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from automations.config_cache import ConfigCache
 from automations.signing import SecretBox
 from automations.snapshot import AutomationSnapshot
+from core.kafka.clients import ConnectGate, KafkaConnection
 from core.kafka.plan import TopicGate
 from core.kafka.topics import Topics
 from core.serving import Failed, probe_routes
@@ -60,14 +61,16 @@ def build_publisher(settings: Settings, client: str | None = None) -> Publisher:
     """
     client = (client or settings.ingress_client).lower()
     timeout = settings.ingress_send_timeout_seconds
-    max_request = max(1024 * 1024, settings.max_body_bytes + 64 * 1024)
+    kafka = KafkaConnection.from_settings(settings)
+    # The largest body the ingress accepts, with its headers and framing.
+    max_request = kafka.max_request_size
     if client == "rdkafka":
-        return RdKafkaPublisher(settings.kafka_bootstrap, timeout=timeout,
+        return RdKafkaPublisher(kafka, timeout=timeout,
                                 linger_ms=settings.ingress_linger_ms,
                                 max_request_size=max_request)
     if client == "aiokafka":
         return PublisherPool([
-            KafkaPublisher(settings.kafka_bootstrap, timeout=timeout,
+            KafkaPublisher(kafka, timeout=timeout,
                            max_request_size=max_request)
             for _ in range(settings.ingress_producers)])
     raise ValueError(f"HOOKSTREAM_INGRESS_CLIENT must be 'rdkafka' or 'aiokafka', not {client!r}")
@@ -82,11 +85,13 @@ class IngressApp:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.topic_gate = TopicGate(settings)
+        self.kafka = KafkaConnection.from_settings(settings)
+        self.kafka_gate = ConnectGate(self.kafka, "the ingress")
         self.publisher: Publisher = publisher or build_publisher(settings)
-        self.cache = cache or ConfigCache(settings.kafka_bootstrap, self.topics.config)
+        self.cache = cache or ConfigCache(self.kafka, self.topics.config)
         self.keys = KeyIndex()
         self.signing = SigningIndex(SecretBox(settings.secrets_key.get_secret_value()))
-        self.refusals = Refusals(self.cache, settings.kafka_bootstrap, self.topics.errors,
+        self.refusals = Refusals(self.cache, self.kafka, self.topics.errors,
                                  settings.ingress_error_report_seconds)
         self.cache.add_listener(self._on_snapshot)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
@@ -103,7 +108,7 @@ class IngressApp:
                           topic=self.topics.raw, signing_index=self.signing,
                           tolerance=settings.signature_tolerance_seconds,
                           refusals=self.refusals)
-        self.samples = SampleFeed(settings.kafka_bootstrap, self.topics.samples)
+        self.samples = SampleFeed(self.kafka, self.topics.samples)
         dry_run = DryRun(cache=self.cache, keys=self.keys, metrics=self.metrics,
                          max_body=settings.max_body_bytes, samples=self.samples,
                          signing_index=self.signing,
@@ -112,7 +117,8 @@ class IngressApp:
         self.asgi = Starlette(
             routes=[hook_route,
                     Route(dry_run.route, dry_run, methods=["POST"]),
-                    *probe_routes(self._readiness, registry=self.metrics.registry),
+                    *probe_routes(self._readiness, registry=self.metrics.registry,
+                                  why=self.kafka_gate.why),
                     Route("/openapi.json", self._openapi, methods=["GET"])],
             exception_handlers={status: self._routing_error for status in ROUTING_ERRORS},
             lifespan=self._lifespan)
@@ -167,6 +173,7 @@ class IngressApp:
 
     async def _connect(self) -> None:
         """Topics, producer and configuration; retried until Kafka answers (readyz says)."""
+        await self.kafka_gate.wait()  # says once why Kafka cannot be reached, if it cannot
         delay = 0.5
         while True:
             try:
@@ -175,7 +182,7 @@ class IngressApp:
                 break
             except Exception as exc:  # noqa: BLE001 - any failure: log, wait, retry
                 log.error("cannot create/check topics on %s yet: %s",
-                          self.settings.kafka_bootstrap, exc)
+                          self.kafka, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         await self.publisher.start()
@@ -207,6 +214,9 @@ class IngressApp:
     # --- the small routes ------------------------------------------------------------------
 
     async def _readiness(self) -> dict[str, bool | Failed]:
+        if not self.kafka_gate.ok:  # the first connection failed: the reason is in the body
+            return {"kafka": False, "topics": False, "config_loaded": False,
+                    "kafka_producer": False}
         producer = await self.publisher.probe()
         return {"topics": self.topic_gate.check(), "config_loaded": self.config_ready,
                 "kafka_producer": producer}

@@ -21,6 +21,9 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from core.kafka import clients
+from core.kafka.clients import Kafka
+
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
@@ -32,6 +35,24 @@ class PublishUnavailable(Exception):
     def __init__(self, reason: str, retry_after: float = 1.0) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class RecordRejected(Exception):
+    """Kafka refused this one record (larger than the topic or the producer admits, say),
+    not the connection: this request fails (413 when too large) and the breaker is left
+    alone, so every other automation's requests go on being accepted."""
+
+    def __init__(self, reason: str, *, too_large: bool) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def record_rejected(exc: BaseException) -> RecordRejected | None:
+    """The `RecordRejected` for a per-record produce error, else None."""
+    if not clients.is_record_error(exc):
+        return None
+    text = f"{type(exc).__name__}: {exc}"
+    return RecordRejected(text, too_large="SIZE" in text.upper() or "LARGE" in text.upper())
 
 
 class Publisher(Protocol):
@@ -99,7 +120,7 @@ class Breaker:
 
 
 class KafkaPublisher:
-    def __init__(self, bootstrap: str, *, timeout: float = 4.0, linger_ms: int = 0,
+    def __init__(self, bootstrap: Kafka, *, timeout: float = 4.0, linger_ms: int = 0,
                  compression: str | None = None, probe_interval: float = 0.5,
                  rebuild_after: float | None = None,
                  max_batch_size: int = 1024 * 1024, max_request_size: int = 8 * 1024 * 1024
@@ -119,12 +140,11 @@ class KafkaPublisher:
     def _new_producer(self) -> AIOKafkaProducer:
         # linger 0: aiokafka keeps one produce request in flight per broker, so records
         # arriving meanwhile batch by themselves; a linger only added latency (bench/ingress.py).
-        return AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+        return clients.producer(
+            self.bootstrap, acks="all", enable_idempotence=True,
             linger_ms=self.linger_ms, compression_type=self.compression,
             max_batch_size=self.max_batch_size, max_request_size=self.max_request_size,
-            request_timeout_ms=max(1000, int(self.timeout * 1000)), retry_backoff_ms=100,
-            client_id="hookstream-ingress")
+            request_timeout_ms=max(1000, int(self.timeout * 1000)), retry_backoff_ms=100)
 
     async def start(self) -> None:
         """Connect; when Kafka is not there yet, stay down and let probes connect later."""
@@ -207,6 +227,8 @@ class KafkaPublisher:
             self._restart_if_dead()
             raise PublishUnavailable("Kafka did not acknowledge in time") from None
         except KafkaError as exc:
+            if (rejected := record_rejected(exc)) is not None:
+                raise rejected from exc  # this record only: the breaker stays as it is
             self.breaker.mark_down(f"{type(exc).__name__}: {exc}")
             self._restart_if_dead()
             raise PublishUnavailable(type(exc).__name__) from exc

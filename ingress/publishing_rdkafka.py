@@ -25,9 +25,11 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
-from ingress.publishing import Breaker, Headers, PublishUnavailable
+from core.kafka import clients
+from core.kafka.clients import Kafka
+from ingress.publishing import Breaker, Headers, PublishUnavailable, record_rejected
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +49,13 @@ class _Client:
     looking at.
     """
 
-    def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop,
+    def __init__(self, kafka: Kafka, config: dict[str, Any], loop: asyncio.AbstractEventLoop,
                  on_fatal: Any, timeout: float) -> None:
         self.loop = loop
         self.timeout = timeout
         self.fatal: str | None = None
         self._on_fatal = on_fatal
-        self.producer = Producer({**config, "error_cb": self._error})
+        self.producer = clients.rdkafka_producer(kafka, {**config, "error_cb": self._error})
         self.pending = 0
         self._deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._tick: asyncio.TimerHandle | None = None  # the pump, armed while records wait
@@ -76,7 +78,10 @@ class _Client:
         if err is None:
             fut.set_result(None)
         else:
-            fut.set_exception(PublishUnavailable(err.name()))
+            # A per-record error (the topic's max.message.bytes, say) fails this request only.
+            rejected = record_rejected(KafkaException(err))
+            fut.set_exception(rejected if rejected is not None
+                              else PublishUnavailable(err.name()))
 
     def produce(self, topic: str, key: bytes, value: bytes,
                 headers: Headers) -> asyncio.Future[None]:
@@ -134,7 +139,7 @@ class _Client:
 
 
 class RdKafkaPublisher:
-    def __init__(self, bootstrap: str, *, timeout: float = 4.0, linger_ms: float = 0.5,
+    def __init__(self, bootstrap: Kafka, *, timeout: float = 4.0, linger_ms: float = 0.5,
                  probe_interval: float = 0.5, rebuild_after: float | None = None,
                  max_request_size: int = 8 * 1024 * 1024) -> None:
         self.bootstrap = bootstrap
@@ -142,9 +147,8 @@ class RdKafkaPublisher:
         self.breaker = Breaker(probe_interval, log)
         self.rebuild_after = 3 * timeout if rebuild_after is None else rebuild_after
         timeout_ms = max(1000, int(timeout * 1000))
+        # Under the connection's own properties (bootstrap, security, client.id).
         self.config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "client.id": "hookstream-ingress",
             "acks": "all",
             "enable.idempotence": True,
             "max.in.flight.requests.per.connection": 5,
@@ -178,7 +182,7 @@ class RdKafkaPublisher:
         async with self._lock:
             if self._client is not None:
                 return True
-            client = _Client(self.config, asyncio.get_running_loop(), self._fatal,
+            client = _Client(self.bootstrap, self.config, asyncio.get_running_loop(), self._fatal,
                              self.timeout)
             if not await self._reachable(client, self.timeout):
                 await client.close(0.5, purge=True)
@@ -235,6 +239,8 @@ class RdKafkaPublisher:
             self.breaker.mark_down("the producer's queue is full")
             raise PublishUnavailable("the producer's queue is full") from None
         except KafkaException as exc:
+            if (rejected := record_rejected(exc)) is not None:
+                raise rejected from exc  # this record only: the breaker stays as it is
             self.breaker.mark_down(str(exc))
             raise PublishUnavailable(str(exc)) from exc
         try:

@@ -25,6 +25,8 @@ from aiokafka import AIOKafkaProducer
 
 from automations.config_cache import ConfigCache
 from automations.error_events import automation_error
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from ingress.errors import ERRORS, HttpError
 from schemas import codec
 
@@ -58,7 +60,7 @@ def refusal_detail(code: str, count: int, since_ms: int, at_ms: int) -> str:
 class Refusals:
     """Counts refusals on the hot path (a dict add) and reports them every `interval`."""
 
-    def __init__(self, cache: ConfigCache, bootstrap: str, topic: str,
+    def __init__(self, cache: ConfigCache, bootstrap: Kafka, topic: str,
                  interval: float) -> None:
         self.cache = cache
         self.bootstrap = bootstrap
@@ -91,7 +93,7 @@ class Refusals:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+            producer = clients.producer(self.bootstrap, acks="all",
                                         enable_idempotence=True,
                                         request_timeout_ms=int(SEND_TIMEOUT_S * 1000))
             try:

@@ -22,6 +22,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from core.kafka import clients
+from core.kafka.clients import Kafka
+
 log = logging.getLogger(__name__)
 
 MAX_SAMPLE_BYTES = 256 * 1024  # the console shows samples, it does not need whole batches
@@ -43,7 +46,7 @@ def sample_value(*, content_type: str | None, body: bytes, status: int,
 
 
 class SampleFeed:
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: Kafka, topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self._producer: AIOKafkaProducer | None = None
@@ -52,7 +55,7 @@ class SampleFeed:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1,
+                producer = clients.producer(self.bootstrap, acks=1,
                                             max_request_size=MAX_SAMPLE_BYTES + 64 * 1024,
                                             request_timeout_ms=int(SEND_TIMEOUT_S * 1000))
                 try:

@@ -23,7 +23,7 @@ from ingress.errors import HttpError
 from ingress.idempotency import IdempotencyStore, KeyClaim, Replay
 from ingress.keys import KeyIndex
 from ingress.metrics import IngressMetrics
-from ingress.publishing import Publisher, PublishUnavailable
+from ingress.publishing import Publisher, PublishUnavailable, RecordRejected
 from ingress.ratelimit import RateLimiter
 
 DEFAULT_CONTENT_TYPE = b"application/json"
@@ -97,6 +97,11 @@ class Webhook(Endpoint):
             await self.publisher.publish(self.topic, head.key_bytes, body, headers)
         except PublishUnavailable as exc:
             raise HttpError("kafka_unavailable", retry_after=exc.retry_after) from None
+        except RecordRejected as exc:  # this record only; other requests are unaffected
+            if exc.too_large:
+                raise HttpError("body_too_large", "Kafka refused the event as too large for "
+                                "its topic (max.message.bytes); send a smaller body.") from None
+            raise HttpError("kafka_unavailable", retry_after=1.0) from None
         finally:
             metrics.publishing -= 1
         metrics.publish_seconds.observe(time.perf_counter() - started)

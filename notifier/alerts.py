@@ -26,6 +26,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
+from core.kafka.clients import Kafka
 from core.kafka.topics import Topics
 from notifier import store
 from notifier.admin_client import AdminClient
@@ -85,7 +86,7 @@ class _Pending:
 
 
 class AlertService(ConsumerService):
-    def __init__(self, *, bootstrap: str, topics: Topics, config: ConfigCache, pool: SmtpPool,
+    def __init__(self, *, bootstrap: Kafka, topics: Topics, config: ConfigCache, pool: SmtpPool,
                  db: store.Db, admin: AdminClient, mail_from: str,
                  interval: float, disable_after: int, admin_url: str,
                  group_id: str = "hookstream-notifier-alerts") -> None:

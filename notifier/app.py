@@ -16,11 +16,12 @@ import signal
 import sys
 from datetime import timedelta
 
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from automations.config_cache import ConfigCache
+from core.kafka import clients
+from core.kafka.clients import ConnectGate, KafkaConnection
 from core.kafka.plan import TopicGate
 from core.kafka.topics import Topics
 from core.serving import Failed, ProbeServer
@@ -58,6 +59,8 @@ class Notifier:
         self.http = http
         self.migrate_db = migrate_db
         self.smtp = SmtpConfig.from_url(settings.smtp_url.get_secret_value())
+        self.kafka = KafkaConnection.from_settings(settings)
+        self.kafka_gate = ConnectGate(self.kafka, "the notifier")
         self._tasks: list[asyncio.Task[None]] = []
         self.config: ConfigCache | None = None
         self.db: Db | None = None
@@ -73,22 +76,24 @@ class Notifier:
         try:
             if self.http:
                 server = ProbeServer(s.metrics_host, s.notifier_port, self.readiness,
-                                     name="notifier")
+                                     name="notifier", why=self.kafka_gate.why)
                 await server.start()
                 stack.push_async_callback(server.stop)
+            # Until Kafka answers: said once why not, and /readyz names the reason.
+            await self.kafka_gate.wait()
             if self.migrate_db:
                 await asyncio.to_thread(migrate, s.database_url)
             # Creates what is missing, or (creation off) waits, not ready, until it exists.
             await self.topic_gate.wait()
             db = self.db = Db(s.database_url)
             stack.push_async_callback(db.close)
-            self.config = ConfigCache(s.kafka_bootstrap, self.topics.config)
+            self.config = ConfigCache(self.kafka, self.topics.config)
             await self.config.start()
             stack.push_async_callback(self.config.stop)
             # Outcomes come after the mail is accepted, so their latency is nobody's wait: a
             # longer linger packs a burst's outcomes into fewer produce requests (CPU).
-            producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
-                                        enable_idempotence=True, linger_ms=20)
+            producer = clients.producer(self.kafka, acks="all", enable_idempotence=True,
+                                        linger_ms=20)
             await producer.start()
             stack.push_async_callback(producer.stop)
             pool = self.pool = SmtpPool(self.smtp, s.smtp_concurrency)
@@ -99,13 +104,13 @@ class Notifier:
             admin = AdminClient(s.admin_url, s.notifier_admin_token.get_secret_value())
             stack.push_async_callback(admin.close)
             self.invitations = InvitationService(
-                bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
+                bootstrap=self.kafka, topics=self.topics, config=self.config,
                 pool=pool, producer=producer, db=db, survey_base_url=s.survey_base_url,
                 mail_from=s.mail_from, group_id=self.group_id, tuning=self.tuning,
                 day_seconds=s.day_seconds,
                 hold_expiry=timedelta(seconds=s.hold_expiry_days * s.day_seconds))
             self.alerts = AlertService(
-                bootstrap=s.kafka_bootstrap, topics=self.topics, config=self.config,
+                bootstrap=self.kafka, topics=self.topics, config=self.config,
                 pool=alert_pool, db=db, admin=admin, mail_from=s.mail_from,
                 interval=s.alert_interval_seconds, disable_after=s.disable_after,
                 admin_url=s.admin_url, group_id=f"{self.group_id}-alerts")
@@ -135,7 +140,8 @@ class Notifier:
         usable. Liveness (`/healthz`) checks none of these: a broker or SMTP outage is waited
         out, not a reason to restart the process."""
         database, smtp = await asyncio.gather(self._database_answers(), self._smtp_usable())
-        return {"topics": self.topic_gate.check(), **self.consuming(), "database": database,
+        return {"kafka": self.kafka_gate.ok, "topics": self.topic_gate.check(), **self.consuming(),
+                "database": database,
                 "smtp": smtp}
 
     async def _database_answers(self) -> bool:

@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from notifier.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ Hook = Callable[[], Awaitable[None]]
 
 
 class TrackedConsumer:
-    def __init__(self, *, bootstrap: str, group_id: str, topic: str,
+    def __init__(self, *, bootstrap: Kafka, group_id: str, topic: str,
                  before_commit: Hook | None = None, fetch_max_wait_ms: int = 50) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
@@ -38,8 +40,8 @@ class TrackedConsumer:
         self.assigned = False  # in its group (partitions assigned, even if none)
 
     async def start(self) -> AIOKafkaConsumer:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id,
+        self.consumer = clients.consumer(
+            self.bootstrap, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed", fetch_max_wait_ms=self.fetch_max_wait_ms)
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))

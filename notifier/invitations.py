@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
+from core.kafka.clients import Kafka
 from core.kafka.topics import Topics
 from core.tasks import cancel_and_wait
 from notifier import events, store
@@ -85,7 +86,7 @@ def backoff(attempt: int, base: float, cap: float) -> float:
 
 
 class InvitationService(ConsumerService):
-    def __init__(self, *, bootstrap: str, topics: Topics, config: ConfigCache, pool: SmtpPool,
+    def __init__(self, *, bootstrap: Kafka, topics: Topics, config: ConfigCache, pool: SmtpPool,
                  producer: AIOKafkaProducer, db: store.Db, survey_base_url: str,
                  mail_from: str, group_id: str = "hookstream-notifier",
                  tuning: Tuning | None = None, day_seconds: float = 86400.0,

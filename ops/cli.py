@@ -14,6 +14,7 @@ import typer
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
+from core.kafka.clients import KafkaConnection
 from core.kafka.headers import DLQ_REASON, RECORD_INDEX, header, text
 from core.kafka.lag import LagReader, LagReport
 from core.kafka.topics import Topics
@@ -37,9 +38,13 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_ERROR)
 
 
-def _conn(bootstrap: str | None, prefix: str | None) -> tuple[str, str]:
+def _conn(bootstrap: str | None, prefix: str | None) -> tuple[KafkaConnection, str]:
+    """The settings' connection (its security too), on --bootstrap when given."""
     s = get_settings()
-    return bootstrap or s.kafka_bootstrap, s.topic_prefix if prefix is None else prefix
+    conn = KafkaConnection.from_settings(s)
+    if bootstrap:
+        conn = conn.with_bootstrap(bootstrap)
+    return conn, s.topic_prefix if prefix is None else prefix
 
 
 def format_lag_table(report: LagReport, max_lag: int | None = None) -> str:
@@ -87,7 +92,7 @@ def lag_command(
         raise typer.Exit(EXIT_LAG_EXCEEDED)
 
 
-async def _lag(server: str, prefix: str | None, groups: list[str] | None, as_json: bool,
+async def _lag(server: KafkaConnection, prefix: str | None, groups: list[str] | None, as_json: bool,
                watch: bool, interval: float, times: int | None, max_lag: int | None) -> bool:
     exceeded = False
     rounds = 0

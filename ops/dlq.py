@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from core.kafka.headers import DLQ_AT, DLQ_REASON, integer, replayed_headers, text
 from ops.reading import open_reader, read_records
 
@@ -58,7 +58,7 @@ class ReplayResult:
                 "by_reason": dict(self.by_reason), "by_automation": dict(self.by_automation)}
 
 
-async def replay(bootstrap: str, dlq_topic: str, raw_topic: str, selection: ReplayFilter,
+async def replay(bootstrap: Kafka, dlq_topic: str, raw_topic: str, selection: ReplayFilter,
                  dry_run: bool = False,
                  on_record: Callable[[Any, list[tuple[str, bytes]]], None] | None = None
                  ) -> ReplayResult:
@@ -66,8 +66,8 @@ async def replay(bootstrap: str, dlq_topic: str, raw_topic: str, selection: Repl
     result = ReplayResult()
     producer = None
     if not dry_run:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                    enable_idempotence=True, request_timeout_ms=30_000)
+        producer = clients.producer(bootstrap, acks="all", enable_idempotence=True,
+                                    request_timeout_ms=30_000)
         await producer.start()
     consumer, tps = await open_reader(bootstrap, dlq_topic, "beginning")
     pending: list[asyncio.Future[Any]] = []

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+
+from core.kafka import clients
+from core.kafka.clients import Kafka
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,8 @@ def resolve_topic(name: str, prefix: str) -> tuple[str, str | None]:
     return name, None
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+async def topic_partitions(bootstrap: Kafka, topic: str) -> list[TopicPartition]:
+    admin = clients.admin(bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -77,9 +79,9 @@ def parse_from(value: str) -> str | int:
     return int(ts.timestamp() * 1000)
 
 
-def new_consumer(bootstrap: str) -> AIOKafkaConsumer:
+def new_consumer(bootstrap: Kafka) -> AIOKafkaConsumer:
     # read_committed: records of aborted transactions are never shown or replayed.
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    return clients.consumer(bootstrap, group_id=None, enable_auto_commit=False,
                             isolation_level="read_committed", auto_offset_reset="earliest",
                             request_timeout_ms=REQUEST_TIMEOUT_MS)
 
@@ -128,7 +130,7 @@ async def read_records(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]
                 yield record
 
 
-async def open_reader(bootstrap: str, topic: str, start: str | int
+async def open_reader(bootstrap: Kafka, topic: str, start: str | int
                       ) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     """A started group-less consumer assigned to every partition of `topic`, at `start`."""
     tps = await topic_partitions(bootstrap, topic)

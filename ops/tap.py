@@ -18,6 +18,7 @@ from typing import IO, Any
 import fastavro
 import fastavro.write
 
+from core.kafka.clients import Kafka
 from ops.reading import AVRO_TOPICS, RAW_TOPICS, ReadError, open_reader, read_records
 from schemas import codec
 
@@ -147,7 +148,7 @@ def avro_schema_for(topic: str, short: str | None) -> str:
     return AVRO_TOPICS[short]
 
 
-async def tap(bootstrap: str, topic: str, short: str | None, start: str | int,
+async def tap(bootstrap: Kafka, topic: str, short: str | None, start: str | int,
               sink: JsonLinesSink | AvroFileSink, key: str | None = None, follow: bool = False,
               max_records: int | None = None, result: TapResult | None = None) -> TapResult:
     """Feed matching records to `sink` until the end (or forever with `follow`) or `max_records`.

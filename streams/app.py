@@ -30,6 +30,8 @@ import mode
 from prometheus_client import REGISTRY
 
 from automations.config_cache import ConfigCache
+from core.kafka import clients
+from core.kafka.clients import ConnectGate, KafkaConnection
 from core.kafka.lag import LagCollector
 from core.kafka.plan import TopicGate
 from core.kafka.topics import Topics
@@ -64,20 +66,23 @@ class StreamsRuntime(mode.Service):
     def __init__(self, settings: Settings, host: str = "127.0.0.1", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.probes = ProbeServer(host, settings.worker_port, self.readiness, name="worker")
+        self.kafka = kafka = KafkaConnection.from_settings(settings)
+        self.kafka_gate = ConnectGate(kafka, "the streams worker")
+        self.probes = ProbeServer(host, settings.worker_port, self.readiness, name="worker",
+                                  why=self.kafka_gate.why)
         self.topics = Topics(settings.topic_prefix)
         self.topic_gate = TopicGate(settings)
         groups = group_ids(settings.topic_prefix)
-        self.config = ConfigCache(settings.kafka_bootstrap, self.topics.config)
-        self.processor = RawProcessor(settings.kafka_bootstrap, self.topics, groups["raw"],
+        self.config = ConfigCache(kafka, self.topics.config)
+        self.processor = RawProcessor(kafka, self.topics, groups["raw"],
                                       self.config, settings.day_seconds,
                                       smtp_utf8=settings.smtp_utf8)
         state_dir = Path(settings.var_dir) / "scheduler" / settings.topic_prefix.rstrip(".")
-        self.scheduler = Scheduler(settings.kafka_bootstrap, self.topics, groups["scheduler"],
+        self.scheduler = Scheduler(kafka, self.topics, groups["scheduler"],
                                    state_dir)
         # Consumer lag of every hookstream group (this worker's and the notifier's), served on
         # the worker's /metrics as hookstream_consumer_lag{group,topic,partition}.
-        self.lag = LagCollector(settings.kafka_bootstrap, settings.topic_prefix)
+        self.lag = LagCollector(kafka, settings.topic_prefix)
         self._lag_registered = False
         self.started_ok = False
 
@@ -85,6 +90,10 @@ class StreamsRuntime(mode.Service):
         # Probes first: liveness answers while the rest starts (a port taken stops the worker
         # here, with the address in the error).
         await self.probes.start()
+        # Faust's own clients start after this: until Kafka answers, the worker waits here,
+        # says once why (wrong credentials, untrusted certificate, unreachable brokers) and
+        # /readyz names the reason.
+        await self.kafka_gate.wait()
         # In the background, so Faust's own start-up (its group) runs meanwhile: a restarted
         # worker is back within a couple of seconds. /readyz says when it is ready.
         self.add_future(self._start_parts())
@@ -134,6 +143,7 @@ class StreamsRuntime(mode.Service):
         group."""
         raw, scheduler = self.processor, self.scheduler
         return {
+            "kafka": self.kafka_gate.ok,
             "topics": self.topic_gate.check(),
             "started": self.started_ok,  # topics there, both loops started
             "config_loaded": self.config.ready.is_set(),
@@ -147,8 +157,8 @@ class StreamsRuntime(mode.Service):
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> faust.App:
     s = settings or get_settings()
     (Path(s.var_dir) / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        app_id(s.topic_prefix), broker=f"kafka://{s.kafka_bootstrap}", store="memory://",
+    app = clients.faust_app(
+        KafkaConnection.from_settings(s), app_id(s.topic_prefix), store="memory://",
         datadir=str(Path(s.var_dir) / "faust"), topic_partitions=s.topic_partitions,
         producer_acks=-1,
         # Faust declares its leader topic itself: as the topic plan does (core/kafka/plan.py).

@@ -19,6 +19,7 @@ import time
 from aiokafka import ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
+from core.kafka.clients import Kafka
 from core.kafka.headers import RECEIVED_AT, header, integer
 from core.kafka.topics import Topics
 from core.tasks import cancel_and_wait
@@ -35,7 +36,7 @@ CONFIG_GRACE_S = 2.0
 
 
 class RawProcessor:
-    def __init__(self, bootstrap: str, topics: Topics, group_id: str, config: ConfigCache,
+    def __init__(self, bootstrap: Kafka, topics: Topics, group_id: str, config: ConfigCache,
                  day_seconds: float, max_records: int = 6000, smtp_utf8: bool = False) -> None:
         self.config = config
         self.transformer = Transformer(topics, config.get, day_seconds, smtp_utf8=smtp_utf8)

@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ProducerFenced
 
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from core.kafka.headers import DUE_AT, header, integer
 from core.kafka.topics import Topics
 from core.tasks import cancel_and_wait
@@ -45,7 +46,7 @@ def changelog_topic(topics: Topics) -> str:
 
 
 class Scheduler:
-    def __init__(self, bootstrap: str, topics: Topics, group_id: str, state_dir: Path,
+    def __init__(self, bootstrap: Kafka, topics: Topics, group_id: str, state_dir: Path,
                  release_batch: int = 2000, tick: float = 0.1) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
@@ -65,7 +66,7 @@ class Scheduler:
     async def start(self) -> None:
         await self._ensure_changelog()
         # Asks for the changelog's offsets when partitions are assigned (no group, no reads).
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+        self._offsets = clients.consumer(self.bootstrap, group_id=None,
                                          enable_auto_commit=False,
                                          isolation_level="read_committed")
         await self._offsets.start()
@@ -93,7 +94,7 @@ class Scheduler:
     async def _ensure_changelog(self) -> None:
         """The changelog exists with the delay topic's partitions (the topic plan creates
         both, core/kafka/plan.py): a store per partition relies on it."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = clients.admin(self.bootstrap)
         await admin.start()
         try:
             # Listed first: a metadata request for a missing topic may create it with the
@@ -232,7 +233,7 @@ class Scheduler:
             start = first
         if start >= end:
             return
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+        consumer = clients.consumer(self.bootstrap, group_id=None,
                                     enable_auto_commit=False, isolation_level="read_committed",
                                     fetch_max_wait_ms=50)
         await consumer.start()

@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ProducerFenced
 
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from streams import metrics
 from streams.batching import BatchSender, Sent, last_offsets
 from streams.records import Output
@@ -43,7 +45,7 @@ PartitionHook = Callable[[TopicPartition], Awaitable[None]]
 @dataclass
 class LoopConfig:
     name: str  # for logs and metrics: "streams" or "scheduler"
-    bootstrap: str
+    bootstrap: Kafka
     group_id: str
     topic: str
     max_records: int = 2000
@@ -80,16 +82,16 @@ class TransactionalLoop:
         return f"{self.cfg.group_id}-{tp.topic}-{tp.partition}"
 
     async def producer_for(self, tp: TopicPartition) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.cfg.bootstrap, transactional_id=self.transactional_id(tp),
+        producer = clients.producer(
+            self.cfg.bootstrap, transactional_id=self.transactional_id(tp),
             enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=1024 * 1024,
             transaction_timeout_ms=self.cfg.transaction_timeout_ms, **self.cfg.extra_producer)
         await producer.start()  # InitProducerId: fences a zombie with this id
         return producer
 
     async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.cfg.bootstrap, group_id=self.cfg.group_id,
+        self.consumer = clients.consumer(
+            self.cfg.bootstrap, group_id=self.cfg.group_id,
             enable_auto_commit=False, heartbeat_interval_ms=self.cfg.heartbeat_interval_ms,
             auto_offset_reset="earliest", isolation_level="read_committed",
             session_timeout_ms=self.cfg.session_timeout_ms, max_poll_interval_ms=300_000,

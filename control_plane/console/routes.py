@@ -216,7 +216,7 @@ def router(cp: Any, activity: Activity) -> APIRouter:
         if email.strip():
             page_ = await cp.read(lambda s: listing.invitations(
                 s, limit=50, automation_id=automation_id, email=email))
-            waiting = await waiting_invitations(cp.settings.kafka_bootstrap, cp.topics,
+            waiting = await waiting_invitations(cp.kafka, cp.topics,
                                                 automation_id, email)
             lookup = {"email": email, "done": [api_reads.invitation_out(x)
                                                 for x in page_.items],
@@ -287,7 +287,7 @@ def router(cp: Any, activity: Activity) -> APIRouter:
             return bad
         assert session is not None
         await cp.read(lambda s: service.get_automation(s, automation_id))
-        n = await replay_dead_letters(cp.settings.kafka_bootstrap, cp.topics, automation_id)
+        n = await replay_dead_letters(cp.kafka, cp.topics, automation_id)
         return await detail_page(request, session, automation_id,
                                  notice=f"{n} dead-letter record(s) put back on the webhook "
                                  "topic; records that fail again return to the dead letters.")

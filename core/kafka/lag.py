@@ -12,12 +12,13 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,11 @@ def _lag(committed: int | None, beginning: int, end: int) -> int:
 class LagReader:
     """Keeps an admin client and a group-less consumer open for repeated lag reads."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: Kafka) -> None:
         self.bootstrap = bootstrap
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                          request_timeout_ms=REQUEST_TIMEOUT_MS)
+        self._admin = clients.admin(bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
         # No group_id: this consumer never joins a group nor commits; it only asks for offsets.
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+        self._consumer = clients.consumer(bootstrap, group_id=None,
                                           enable_auto_commit=False,
                                           request_timeout_ms=REQUEST_TIMEOUT_MS)
         self._started = False
@@ -191,7 +191,7 @@ class LagReader:
         return out
 
 
-async def read_lag(bootstrap: str, prefix: str | None,
+async def read_lag(bootstrap: Kafka, prefix: str | None,
                    groups: Sequence[str] | None = None) -> LagReport:
     async with LagReader(bootstrap) as reader:
         return await reader.read(prefix, groups)
@@ -208,7 +208,7 @@ class LagCollector(Collector):
         await collector.start()          # on shutdown: await collector.stop()
     """
 
-    def __init__(self, bootstrap: str, prefix: str | None, groups: Iterable[str] | None = None,
+    def __init__(self, bootstrap: Kafka, prefix: str | None, groups: Iterable[str] | None = None,
                  interval: float = 15.0) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix

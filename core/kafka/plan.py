@@ -24,6 +24,7 @@ from aiokafka.errors import (
     for_code,
 )
 
+from core.kafka import clients
 from core.kafka.topics import COUNTS_RETENTION_MS, SAMPLES_RETENTION_MS, Topics
 from core.serving import Failed
 from core.settings import Settings
@@ -153,9 +154,9 @@ def plan_from_settings(settings: Settings) -> list[TopicSpec]:
 
 # --- applying it ----------------------------------------------------------------------------
 
-def admin_client(bootstrap: str) -> AIOKafkaAdminClient:
+def admin_client(bootstrap: clients.Kafka) -> AIOKafkaAdminClient:
     """The admin client of the topic plan (the one place it is built here)."""
-    return AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    return clients.admin(bootstrap)
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def _check_created(response: Any) -> list[str]:
     return created
 
 
-async def apply_plan(bootstrap: str, plan: Sequence[TopicSpec], *, create: bool = True,
+async def apply_plan(bootstrap: clients.Kafka, plan: Sequence[TopicSpec], *, create: bool = True,
                      check_drift: bool = True, fix_configs: bool = False) -> ApplyReport:
     """Create the plan's missing topics (if `create`), then compare the existing ones with
     their specs; `fix_configs` alters differing configs (keeping other topic-level configs),
@@ -350,7 +351,8 @@ async def _drift(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec], existin
 async def ensure_plan(settings: Settings, plan: Sequence[TopicSpec] | None = None
                       ) -> ApplyReport:
     """A service's start: the plan applied as the settings allow; drift logged, not fixed."""
-    report = await apply_plan(settings.kafka_bootstrap, plan or plan_from_settings(settings),
+    report = await apply_plan(clients.KafkaConnection.from_settings(settings),
+                              plan or plan_from_settings(settings),
                               create=settings.kafka_create_topics)
     for d in report.drift:
         log.warning("topic drift: %s (hookstream topics apply shows it; --fix-configs "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.kafka import clients
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -74,7 +76,7 @@ SAMPLES_RETENTION_MS = 60 * 60 * 1000
 COUNTS_RETENTION_MS = 2 * 24 * 60 * 60 * 1000
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
+async def ensure_topics(bootstrap: clients.Kafka, topics: Topics, partitions: int = 3) -> None:
     """Create the pipeline's missing topics as the default plan makes them (replication
     factor 1), with `partitions` each: for tests and benchmarks on one broker. Services
     apply the plan from their settings instead (`core.kafka.plan.TopicGate`)."""

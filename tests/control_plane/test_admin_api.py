@@ -235,12 +235,13 @@ async def test_probes_name_their_checks(settings: Settings, admin: httpx.AsyncCl
         assert (await cold.get("/healthz")).status_code == 200
         r = await cold.get("/readyz")
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
-        assert r.json()["checks"] == {"republished": False, "publisher": False,
-                                      "database": False}
+        assert r.json()["checks"] == {"kafka": False, "republished": False,
+                                      "publisher": False, "database": False}
     r = await admin.get("/readyz", headers={"Authorization": ""})
     assert r.status_code == 200, r.text
     assert r.json() == {"status": "ready", "ready": True, "pending_publishes": 0,
-                        "checks": {"republished": True, "publisher": True, "database": True}}
+                        "checks": {"kafka": True, "republished": True, "publisher": True,
+                                   "database": True}}
     assert "hookstream_admin_requests_total" in (await admin.get("/metrics")).text
     assert (await admin.get("/s/" + "x" * 32)).status_code == 404
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,9 +157,12 @@ def test_a_broker_outage_is_a_handful_of_lines_with_the_count(own_kafka: LocalKa
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    during = log_file.read_text(errors="replace").splitlines()[before:]
+    # Log records, not lines: a traceback at shutdown (aiokafka leaving its group with the
+    # broker gone) is one record of many lines.
+    during = [line for line in log_file.read_text(errors="replace").splitlines()[before:]
+              if re.match(r"\d{4}-\d\d-\d\d ", line)]
     text = "\n".join(during)
-    print(f"{len(during)} lines during a {OUTAGE:.0f} s outage:\n{text}")
+    print(f"{len(during)} records during a {OUTAGE:.0f} s outage:\n{text}")
     assert any("refused" in line.lower() or "unable" in line.lower() for line in during), text
     assert any("repeated" in line for line in during), text
     assert len(during) <= 40, text

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from automations.snapshot import (
     ApiKeyHash,
@@ -30,6 +30,8 @@ from automations.snapshot import (
     MessageTemplate,
     Variable,
 )
+from core.kafka import clients
+from core.kafka.clients import Kafka
 from core.kafka.topics import Topics, ensure_topics
 from core.settings import Settings
 from hookstream.local.kafka import free_port
@@ -67,8 +69,8 @@ def make_snapshot(automation_id: str | None = None, *, keys: list[ApiKeyHash],
         api_keys=tuple(keys), updated_at=datetime.now(UTC))
 
 
-async def publish_snapshots(bootstrap: str, topics: Topics, *snaps: AutomationSnapshot) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def publish_snapshots(bootstrap: Kafka, topics: Topics, *snaps: AutomationSnapshot) -> None:
+    producer = clients.producer(bootstrap, acks="all")
     await producer.start()
     try:
         for s in snaps:

@@ -94,7 +94,7 @@ async def test_notifier_command_is_alive_but_not_ready_until_smtp_answers(
             assert live == 200
             assert ready.status_code == 503, ready.text
             assert ready.json()["checks"] == {
-                "topics": True, "config_loaded": True, "invitations_consumer": True,
+                "kafka": True, "topics": True, "config_loaded": True, "invitations_consumer": True,
                 "alerts_consumer": True, "database": True, "smtp": False}
             with SmtpSink(tmp_path / "mail", port=smtp_port, auth=("user", "topsecret")):
                 async def ready_now() -> tuple[int, httpx.Response] | None:

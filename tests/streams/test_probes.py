@@ -73,7 +73,8 @@ async def test_alive_but_not_ready_while_a_rebalance_is_held_up(
             assert live == 200
             assert ready.status_code == 503, ready.text
             body = ready.json()
-            assert body["checks"] == {"topics": True, "started": True, "config_loaded": True,
+            assert body["checks"] == {"kafka": True, "topics": True, "started": True,
+                                      "config_loaded": True,
                                       "raw_loop": False, "scheduler": True}
             assert body["detail"] == "not ready: raw_loop"
             await asyncio.sleep(0.3)
