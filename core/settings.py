@@ -161,8 +161,11 @@ class Settings(BaseSettings):
         description="librdkafka's linger before a produce request leaves (ms; fractions "
         "allowed).")
     ingress_send_timeout_seconds: float = Field(
-        4.0, gt=0, description="How long the ingress waits for Kafka's acknowledgement "
-        "before it answers 503.")
+        12.0, gt=0, description="How long the ingress waits for Kafka's acknowledgement "
+        "before it answers 503. Longer than the brokers' `broker.session.timeout.ms` (9 s by "
+        "default; 6 s on the local cluster): a broker that dies keeps leading its partitions "
+        "until the controller fences it, and a shorter wait would answer 503 for a loss the "
+        "cluster rides out (docs/DEPLOY.md).")
 
     # --- signed webhooks and the integrator's errors (issue 16, items 1 and 4) --------------
     secrets_key: SecretStr = Field(
