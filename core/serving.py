@@ -112,8 +112,9 @@ class ProbeServer:
     handlers of its own: the process's owner handles SIGTERM)."""
 
     def __init__(self, host: str, port: int, ready: ReadyCheck, *,
-                 routes: Sequence[BaseRoute] = (), name: str = "service") -> None:
-        app = Starlette(routes=[*probe_routes(ready), *routes])
+                 routes: Sequence[BaseRoute] = (), name: str = "service",
+                 registry: CollectorRegistry = REGISTRY) -> None:
+        app = Starlette(routes=[*probe_routes(ready, registry=registry), *routes])
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 access_log=False, lifespan="off")
         self._server = _EmbeddedServer(config)
