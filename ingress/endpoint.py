@@ -267,6 +267,17 @@ class Endpoint:
             return self.gunzip(body)
         return body
 
+    @staticmethod
+    async def _drain(receive: Receive, message: dict[str, object], budget: int) -> None:
+        """Read and drop the rest of a refused streamed body, up to `budget` bytes: a server
+        that closes on unread bytes resets the connection, and the client then never reads
+        its 413 (seen with chunked bodies). Beyond the budget the client is on its own."""
+        while message.get("more_body", False) and budget > 0:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            budget -= len(message.get("body", b""))  # type: ignore[arg-type]
+
     def gunzip(self, data: bytes) -> bytes:
         """A gzip body decoded, one member after another, never past the body limit (a
         "gzip bomb" costs at most `max_body` bytes of output): 413 beyond it, 400 for bytes
@@ -319,6 +330,7 @@ class Endpoint:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
+                await self._drain(receive, message, 4 * limit)
                 raise HttpError("body_too_large", self._too_large)
             chunks.append(chunk)
             if not message.get("more_body", False):
