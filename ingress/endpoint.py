@@ -187,9 +187,15 @@ class Endpoint:
                 head.signed[name] = value
         if not self.cache.ready.is_set():
             raise HttpError("not_ready", retry_after=1.0)
-        if head.api_key is None and authorization is not None:
+        if authorization is not None:
             scheme, _, token = authorization.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
+            if head.api_key is not None:
+                # Both: fine when they agree (or Authorization is for something else, say a
+                # proxy's Basic); two different keys are not for the ingress to choose from.
+                if scheme.lower() == b"bearer" and token.strip() != head.api_key:
+                    raise HttpError("ambiguous_header", "X-API-Key and 'Authorization: "
+                                    "Bearer' name different keys; send one.")
+            elif scheme.lower() == b"bearer" and token.strip():
                 head.api_key = token.strip()
             else:
                 raise HttpError("missing_api_key", "The Authorization header must be "

@@ -28,7 +28,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "bad_content_encoding": (400, "The body is not valid for its Content-Encoding (gzip)."),
     "ambiguous_header": (400, "A header that must appear once appears more than once "
                          "(X-API-Key, Authorization, a signature header, Content-Type, "
-                         "Content-Length, Content-Encoding or Idempotency-Key)."),
+                         "Content-Length, Content-Encoding or Idempotency-Key), or X-API-Key "
+                         "and 'Authorization: Bearer' name different keys."),
     "empty_body": (400, "The body is empty; send one JSON object, an array of objects, or "
                    "NDJSON."),
     "invalid_idempotency_key": (400, "The Idempotency-Key header must be 1 to 255 printable "

@@ -225,3 +225,16 @@ async def test_repeated_headers_are_refused(ingress: Ingress, name: str) -> None
         assert r.status_code == 400, r.text
         assert r.json()["error"] == "ambiguous_header"
         assert re.search(name, r.json()["detail"], re.IGNORECASE)
+
+
+async def test_a_key_in_both_headers_must_agree(ingress: Ingress) -> None:
+    c, body = ingress.client, b'{"email": "a@example.com"}'
+    same = await c.post(ingress.url(), content=body, headers={
+        **JSON, **ingress.auth(), "Authorization": f"Bearer {ingress.key}"})
+    assert same.status_code == 202, same.text
+    other = await c.post(ingress.url(), content=body, headers={
+        **JSON, **ingress.auth(), "Authorization": "Bearer someone-elses"})
+    assert other.status_code == 400 and other.json()["error"] == "ambiguous_header"
+    proxy = await c.post(ingress.url(), content=body, headers={
+        **JSON, **ingress.auth(), "Authorization": "Basic dTpw"})
+    assert proxy.status_code == 202, proxy.text
