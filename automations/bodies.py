@@ -11,11 +11,20 @@ UTF-8 (a UTF-8 byte-order mark is tolerated); a form's charset (default UTF-8) i
 The ingress parses to answer the caller (and for its dry run); the streams worker parses the
 same bytes with the same content type again to process the records, and the console reads its
 samples with it too.
+
+Limits, each a `BodyError` with its own code (the ingress answers 400): nesting deeper than
+`max_depth` (default `MAX_DEPTH`) is `too_deep`; a number that JSON's reader cannot keep
+(an integer outside the 64-bit range, a decimal that overflows to infinity or underflows to
+zero) is `number_out_of_range` rather than being rounded or zeroed silently. Decimals are
+read as IEEE doubles (RFC 8259's interoperable range): `0.1` is the nearest double, as in
+every JSON reader. Strings are bounded by the body size limit only.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import math
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -32,6 +41,19 @@ _NDJSON: Final = frozenset({"application/x-ndjson", "application/ndjson"})
 _FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 _UTF8: Final = frozenset({"utf-8", "utf8", "us-ascii"})
 _BOM: Final = b"\xef\xbb\xbf"
+MAX_DEPTH: Final = 64  # nesting levels of objects/arrays; a top-level object is level 1
+# Both limits are checked on the bytes at C speed (translate, replace, `in`), so the common
+# body costs microseconds; a Python walk or re-read runs only when those say it may be needed.
+# Numbers: digits read as 0, so a run of 19 zeros finds every integer that may pass 64 bits
+# (2**64 has 20 digits, -2**63 19) and "e000" every 3-digit exponent (where 0 or infinity
+# begins). A string with such a run (a long digit id) costs one exact re-read, rightly passed.
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789E", b"000000000e")
+_LONG_RUN: Final = b"0" * 19
+# Nesting: only brackets and quotes kept, both bracket kinds as one (depth is all we count).
+_BRACKETS: Final = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE: Final = bytes(c for c in range(256) if c not in b'"[]{}')
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1  # orjson keeps every integer in [-2**63, 2**64) exactly
 
 
 class MediaType(NamedTuple):
@@ -108,20 +130,114 @@ def _media_type(content_type: str) -> MediaType:
                     f"{', '.join(ACCEPTED_MEDIA_TYPES)}")
 
 
-def _loads(data: bytes, where: str = "") -> Any:
+def _loads(data: bytes, max_depth: int, lineno: int | None = None) -> Any:
+    """One JSON document (the body, or NDJSON line `lineno`), within the limits."""
     try:
-        return orjson.loads(data)
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise BodyError("bad_json", f"the body is not valid JSON: {exc.msg} at {where}line "
+        msg = exc.msg.lower()
+        if "depth limit" in msg or "recursion" in msg:
+            raise _too_deep(max_depth) from None
+        if "infinity" in msg:
+            raise BodyError("number_out_of_range", "the body holds a number too large to be "
+                            "represented (it would be infinity); send it as a JSON "
+                            "string") from None
+        if lineno is not None:
+            raise BodyError("bad_json", f"line {lineno} is not valid JSON: {exc.msg} "
+                                        f"at column {exc.colno}") from None
+        raise BodyError("bad_json", f"the body is not valid JSON: {exc.msg} at line "
                                     f"{exc.lineno}, column {exc.colno}") from None
+    where = "" if lineno is None else f"(line {lineno}) "
+    if type(doc) is dict or type(doc) is list:
+        # Cheap first: a body with no more brackets than the limit cannot be deeper.
+        if data.count(b"{") + data.count(b"[") > max_depth:
+            deeper = _bytes_deeper_than(data, max_depth)
+            if deeper or (deeper is None and depth_exceeds(doc, max_depth)):
+                raise _too_deep(max_depth)
+    digits = data.translate(_DIGITS_AS_ZERO)
+    if _LONG_RUN in digits or b"e000" in digits or b"e+000" in digits or b"e-000" in digits:
+        _check_numbers(data, where)
+    return doc
+
+
+def _bytes_deeper_than(data: bytes, limit: int) -> bool | None:
+    """Whether valid JSON `data` nests deeper than `limit`, from its bytes: escapes dropped,
+    then strings, then one level of innermost `[]` per pass. None when the brackets do not
+    pair up as expected (the caller walks the document instead)."""
+    s = data.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped \ and " (in strings only)
+    s = s.translate(_BRACKETS, _NOT_STRUCTURE)
+    # Adjacent quotes are an empty string or two strings with no structure between them:
+    # dropping them keeps the structure, and leaves only the (rare) strings with brackets.
+    s = s.replace(b'""', b"")
+    if b'"' in s:
+        s = b"".join(s.split(b'"')[::2])  # outside the strings: every other piece
+    for _ in range(limit):
+        if not s:
+            return False
+        inner = s.replace(b"[]", b"")  # non-overlapping, left to right: one level a pass
+        if len(inner) == len(s):
+            return None
+        s = inner
+    return bool(s)
+
+
+def _too_deep(max_depth: int) -> BodyError:
+    return BodyError("too_deep", f"the body nests objects and arrays more than {max_depth} "
+                                 "levels deep")
+
+
+def depth_exceeds(doc: Any, limit: int) -> bool:
+    """Whether `doc` nests objects/arrays more than `limit` levels (iterative: any depth)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for sub in (value.values() if type(value) is dict else value):
+            if type(sub) is dict or type(sub) is list:
+                stack.append((sub, depth + 1))
+    return False
+
+
+class _NumberLost(ValueError):
+    pass
+
+
+def _exact_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > 20 or not _INT_MIN <= int(text) <= _INT_MAX:
+        raise _NumberLost("an integer outside the 64-bit range (-2**63 to 2**64-1)")
+    return 0
+
+
+def _exact_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NumberLost("a number too large to be represented (it would be infinity)")
+    if value == 0.0 and any(c in "123456789" for c in text.split("e")[0].split("E")[0]):
+        raise _NumberLost("a number too small to be represented (it would be zero)")
+    return 0.0
+
+
+def _check_numbers(data: bytes, where: str) -> None:
+    """BodyError `number_out_of_range` for a number orjson would round or zero (see the
+    module). Python's reader gives every number's text; the values are thrown away."""
+    try:
+        json.loads(data, parse_int=_exact_int, parse_float=_exact_float)
+    except _NumberLost as exc:
+        raise BodyError("number_out_of_range",
+                        f"the body {where}holds {exc}; send it as a JSON string") from None
+    except (ValueError, RecursionError):
+        return  # orjson read it; anything else Python's reader says is not about numbers
 
 
 def parse_body(body: bytes, content_type: str | None, *,
-               require_objects: bool = True) -> list[Any]:
+               require_objects: bool = True, max_depth: int = MAX_DEPTH) -> list[Any]:
     """The records in a request body.
 
     Raises BodyError: `unsupported_media_type` (also a form's file part), `empty` (no record
     at all), `bad_json` (with line and column), `bad_form` (where, and what is wrong),
+    `too_deep` (nesting beyond `max_depth`), `number_out_of_range` (see the module),
     `not_object` (which record is not an object; only with `require_objects`, which the
     ingress uses; the streams worker may pass False and let the engine reject such records
     one by one).
@@ -146,13 +262,9 @@ def parse_body(body: bytes, content_type: str | None, *,
         records = []
         for lineno, line in enumerate(body.split(b"\n"), start=1):
             if line.strip():
-                try:
-                    records.append(orjson.loads(line))
-                except orjson.JSONDecodeError as exc:
-                    raise BodyError("bad_json", f"line {lineno} is not valid JSON: {exc.msg} "
-                                                f"at column {exc.colno}") from None
+                records.append(_loads(line, max_depth, lineno))
     else:
-        doc = _loads(body)
+        doc = _loads(body, max_depth)
         if type(doc) is list:
             records = doc
         elif type(doc) is dict:

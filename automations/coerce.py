@@ -7,7 +7,9 @@ Coercing a coerced value changes nothing. `None` (JSON null) stays `None`: no va
 Per type:
 - text: texts as they are; numbers as written in JSON (`42`, `3.5`); true/false as
   "true"/"false". Objects and arrays are not text.
-- number: JSON numbers as they are (an int stays an int, a float a float; not NaN/infinity);
+- number: JSON numbers as they are (an int stays an int, a float a float; not NaN/infinity;
+  an integer outside the signed 64-bit range and a text that would round to 0 or infinity
+  are refused, never rounded);
   texts that read as numbers, spaces around them ignored (`"3"` -> 3, `"3.5"` -> 3.5,
   `"1e3"` -> 1000.0). A decimal comma is accepted because Dutch users write it: `"1,5"` ->
   1.5. A comma followed by exactly three digits (`"1,500"`) is refused as ambiguous (a
@@ -96,9 +98,16 @@ _FLOAT_RE: Final = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
 _COMMA_RE: Final = re.compile(r"([+-]?\d+),(\d+)")
 
 
+_LONG_MIN: Final = -(2**63)
+_LONG_MAX: Final = 2**63 - 1
+_TOO_BIG: Final = "an integer outside the 64-bit range; send it as a text variable"
+
+
 def _number(v: Any, _: Variable) -> int | float:
     t = type(v)
     if t is int:
+        if not _LONG_MIN <= v <= _LONG_MAX:
+            raise Unfit(_TOO_BIG)  # never rounded to a double: a number keeps its value
         return v  # type: ignore[no-any-return]
     if t is float:
         if math.isfinite(v):
@@ -110,12 +119,17 @@ def _number(v: Any, _: Variable) -> int | float:
     if len(s) > 100:
         raise Unfit("the text is too long to be a number")
     if _INT_RE.fullmatch(s):
-        return int(s)
+        n = int(s)
+        if not _LONG_MIN <= n <= _LONG_MAX:
+            raise Unfit(_TOO_BIG)
+        return n
     if _FLOAT_RE.fullmatch(s):
         f = float(s)
-        if math.isfinite(f):
-            return f
-        raise Unfit("not a finite number")
+        if not math.isfinite(f):
+            raise Unfit("not a finite number")
+        if f == 0.0 and any(c in "123456789" for c in s.lower().partition("e")[0]):
+            raise Unfit("too small to be represented (it would become 0)")
+        return f
     m = _COMMA_RE.fullmatch(s)
     if m:
         if len(m.group(2)) == 3:

@@ -93,23 +93,28 @@ def flatten(obj: Any) -> dict[str, Any]:
     """Every leaf of `obj` by dotted path, in document order.
 
     Leaves are scalars, null, and empty objects/arrays (so nothing present is invisible).
-    A top-level scalar has no fields: {}.
+    A top-level scalar has no fields: {}. Iterative: any depth, never a RecursionError.
     """
     out: dict[str, Any] = {}
-    if isinstance(obj, dict | list):
-        _flatten(obj, "", out)
+    if type(obj) is not dict and type(obj) is not list:
+        return out
+    # A stack of iterators over (path, value), so children come out in document order.
+    stack: list[Any] = [_children(obj, "")]
+    while stack:
+        for path, value in stack[-1]:
+            if (type(value) is dict or type(value) is list) and value:
+                stack.append(_children(value, path))
+                break
+            out[path] = value
+        else:
+            stack.pop()
     return out
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if type(value) is dict and value:
-        for key, sub in value.items():
-            _flatten(sub, f"{prefix}.{key}" if prefix else str(key), out)
-    elif type(value) is list and value:
-        for i, sub in enumerate(value):
-            _flatten(sub, f"{prefix}.{i}" if prefix else str(i), out)
-    elif prefix:
-        out[prefix] = value
+def _children(value: Any, prefix: str) -> Any:
+    if type(value) is dict:
+        return ((f"{prefix}.{key}" if prefix else str(key), sub) for key, sub in value.items())
+    return ((f"{prefix}.{i}" if prefix else str(i), sub) for i, sub in enumerate(value))
 
 
 def build_trie(paths: Iterable[str]) -> Trie:

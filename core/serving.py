@@ -133,8 +133,8 @@ class ProbeServer:
 
     def __init__(self, host: str, port: int, ready: ReadyCheck, *,
                  routes: Sequence[BaseRoute] = (), name: str = "service",
-                 why: Reasons | None = None) -> None:
-        app = Starlette(routes=[*probe_routes(ready, why=why), *routes])
+                 why: Reasons | None = None, registry: CollectorRegistry = REGISTRY) -> None:
+        app = Starlette(routes=[*probe_routes(ready, why=why, registry=registry), *routes])
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 access_log=False, lifespan="off")
         self._server = _EmbeddedServer(config)

@@ -182,6 +182,26 @@ class Settings(BaseSettings):
         "(400, 401, 409, 413, 415, 429) and reports the counts on automations.errors once "
         "per this interval.")
 
+    # --- ingress input limits and metrics address (issue 15, helper E) ---------------------
+    ingress_max_depth: int = Field(
+        64, ge=2, le=512, description="Deepest nesting of objects/arrays a webhook body or a "
+        "dry-run sample may have (a top-level object is level 1); deeper is 400 too_deep.")
+    dry_run_rate: float = Field(
+        1.0, gt=0, description="Dry runs (POST /v1/hooks/{id}/test) per second allowed per "
+        "automation (token bucket); more is 429 rate_limited.")
+    dry_run_burst: int = Field(
+        10, ge=1, description="Dry runs per automation allowed in a burst above the rate.")
+    dry_run_max_records: int = Field(
+        100, ge=1, description="Most records a dry-run sample may hold; more is 413 "
+        "too_many_records.")
+    ingress_metrics_port: int | None = Field(
+        None, description="When set, the ingress serves /metrics (with /healthz and /readyz) "
+        "on this port of `ingress_metrics_host` instead of on its public address, where "
+        "/metrics is then 404.")
+    ingress_metrics_host: str = Field(
+        "127.0.0.1", description="Address of the ingress's internal /metrics server (see "
+        "`ingress_metrics_port`).")
+
     # --- streams and notifier ----------------------------------------------------------------
     day_seconds: float = Field(
         86400.0, gt=0, description="Length of a day for delays, throttling and send "

@@ -28,7 +28,7 @@ from automations.snapshot import AutomationSnapshot
 from core.kafka.clients import ConnectGate, KafkaConnection
 from core.kafka.plan import TopicGate
 from core.kafka.topics import Topics
-from core.serving import Failed, probe_routes
+from core.serving import Failed, ProbeServer, probe_routes
 from core.settings import Settings
 from core.tasks import cancel_and_wait
 from ingress.dry_run import DryRun
@@ -107,18 +107,31 @@ class IngressApp:
                           idempotency=self.idempotency, publisher=self.publisher,
                           topic=self.topics.raw, signing_index=self.signing,
                           tolerance=settings.signature_tolerance_seconds,
-                          refusals=self.refusals)
+                          refusals=self.refusals, max_depth=settings.ingress_max_depth)
         self.samples = SampleFeed(self.kafka, self.topics.samples)
+        self.dry_run_limiter = RateLimiter(settings.dry_run_rate, settings.dry_run_burst)
         dry_run = DryRun(cache=self.cache, keys=self.keys, metrics=self.metrics,
                          max_body=settings.max_body_bytes, samples=self.samples,
                          signing_index=self.signing,
-                         tolerance=settings.signature_tolerance_seconds)
+                         tolerance=settings.signature_tolerance_seconds,
+                         limiter=self.dry_run_limiter,
+                         max_records=settings.dry_run_max_records,
+                         max_depth=settings.ingress_max_depth)
+        probes = probe_routes(self._readiness, registry=self.metrics.registry,
+                              why=self.kafka_gate.why)
+        # /metrics on an internal address of its own when one is set: the public address
+        # then serves only the webhook routes and the probes.
+        self.metrics_server: ProbeServer | None = None
+        if settings.ingress_metrics_port is not None:
+            probes = [r for r in probes if getattr(r, "path", None) != "/metrics"]
+            self.metrics_server = ProbeServer(
+                settings.ingress_metrics_host, settings.ingress_metrics_port, self._readiness,
+                name="ingress", registry=self.metrics.registry, why=self.kafka_gate.why)
         hook_route = Route(webhook.route, webhook, methods=["POST"])
         self.asgi = Starlette(
             routes=[hook_route,
                     Route(dry_run.route, dry_run, methods=["POST"]),
-                    *probe_routes(self._readiness, registry=self.metrics.registry,
-                                  why=self.kafka_gate.why),
+                    *probes,
                     Route("/openapi.json", self._openapi, methods=["GET"])],
             exception_handlers={status: self._routing_error for status in ROUTING_ERRORS},
             lifespan=self._lifespan)
@@ -131,8 +144,15 @@ class IngressApp:
         # The webhook's POST skips Starlette's middleware and router (their ~25 us a request
         # cost a tenth of the throughput; bench/README.md); it matches with the route's own
         # pattern, so both agree on what the route is. Everything else is Starlette's.
+        path: str = scope.get("path", "")
+        if path.startswith(HOOKS_PREFIX) and scope.get("raw_path") is not None and \
+                scope["raw_path"].count(b"/") != path.count("/"):
+            # A percent-encoded slash (`{id}%2Ftest`): routes are matched on the path as sent,
+            # so it names no route here (decoded, it would reach another one).
+            await self._not_found(scope, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = self._hook_path.match(scope["path"])
+            match = self._hook_path.match(path)
             if match is not None:
                 scope["path_params"] = match.groupdict()
                 await self._webhook(scope, receive, send)
@@ -146,6 +166,7 @@ class IngressApp:
         self.signing.update(automation_id, snapshot)
         if snapshot is None:
             self.limiter.forget(automation_id)
+            self.dry_run_limiter.forget(automation_id)
             self.metrics.forget(automation_id)
             self.refusals.forget(automation_id)
 
@@ -165,6 +186,8 @@ class IngressApp:
 
     async def startup(self) -> None:
         self.idempotency.open()
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         self._tasks.append(asyncio.create_task(self._connect(), name="ingress-connect"))
         self._tasks.append(asyncio.create_task(self.idempotency.purge_forever(),
                                                name="ingress-idempotency-purge"))
@@ -209,6 +232,8 @@ class IngressApp:
         await self.refusals.stop()  # the last counts of refused requests
         await self.cache.stop()
         await self.samples.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         self.idempotency.close()
 
     # --- the small routes ------------------------------------------------------------------
@@ -223,6 +248,15 @@ class IngressApp:
 
     async def _openapi(self, _: Request) -> Response:
         return Response(self.openapi, media_type="application/json")
+
+    async def _not_found(self, scope: Scope, send: Send) -> None:
+        body = error_body("not_found")
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.request("other", 404)
+        self.metrics.reject(UNKNOWN, "not_found")
 
     async def _routing_error(self, request: Request, exc: Exception) -> Response:
         """The router's 404 and 405, in the ingress's error body."""

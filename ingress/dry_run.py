@@ -17,7 +17,7 @@ from automations.bodies import BodyError, parse_body
 from automations.dry_run import dry_run
 from ingress.endpoint import Endpoint, Head, body_error, respond
 from ingress.errors import HttpError
-from ingress.metrics import UNKNOWN
+from ingress.ratelimit import RateLimiter
 from ingress.samples import SampleFeed
 
 
@@ -27,9 +27,14 @@ class DryRun(Endpoint):
 
     route = "/v1/hooks/{automation_id}/test"
 
-    def __init__(self, *, samples: SampleFeed | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, samples: SampleFeed | None = None, limiter: RateLimiter | None = None,
+                 max_records: int = 100, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.samples = samples
+        # Its own bucket per automation: a dry run costs the ingress's loop the automation's
+        # whole engine per record, so it is bounded apart from (and far below) the webhook.
+        self.limiter = limiter
+        self.max_records = max_records
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         automation_id: str = scope["path_params"]["automation_id"]
@@ -37,8 +42,7 @@ class DryRun(Endpoint):
         try:
             answer = await self.answer(scope, receive, automation_id, seen)
         except HttpError as err:
-            await self.error(send, UNKNOWN if err.code == "unknown_automation" else automation_id,
-                             err)
+            await self.error(send, self.label(automation_id), err)
             if seen and self.samples is not None:
                 head, body = seen[0]
                 await self.samples.publish(automation_id, head.content_type_str, body,
@@ -57,6 +61,11 @@ class DryRun(Endpoint):
         snapshot = head.snapshot
         assert snapshot is not None
         self.check_signature(head, body)  # a signed automation's test is signed too
+        if self.limiter is not None:  # after the proof of the sender, before any work
+            wait = self.limiter.take(automation_id)
+            if wait:
+                raise HttpError("rate_limited", "Too many dry runs for this automation; retry "
+                                "after the number of seconds in Retry-After.", retry_after=wait)
         seen.append((head, body))
         answer: dict[str, Any] = {
             "ok": True,
@@ -65,9 +74,12 @@ class DryRun(Endpoint):
         }
         if body.strip():
             try:
-                records = parse_body(body, head.content_type_str)
+                records = parse_body(body, head.content_type_str, max_depth=self.max_depth)
             except BodyError as exc:
                 raise body_error(exc) from None
+            if len(records) > self.max_records:
+                raise HttpError("too_many_records", f"The sample holds {len(records)} records; "
+                                f"a dry run takes at most {self.max_records}.")
             answer["dry_run"] = dry_run(snapshot, records)
             answer["published"] = False
         else:

@@ -7,10 +7,12 @@ headers, orjson, errors as `{"error": CODE, "detail": SENTENCE}`.
 
 from __future__ import annotations
 
+import zlib
+
 from starlette.types import Receive, Scope, Send
 
 from automations import signing
-from automations.bodies import BodyError, media_type
+from automations.bodies import MAX_DEPTH, BodyError, media_type
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
 from ingress.errors import HttpError, error_body
@@ -26,6 +28,18 @@ BODY_CODES = {"empty": "empty_body"}  # parse_body's codes -> the ingress's publ
 # A signed request's delivery id, as a key of the idempotency store: the prefix holds a
 # control character, which no Idempotency-Key header may, so the two never collide.
 SIGNED_ID_PREFIX = "\x1fsigned:"
+GZIP_ENCODINGS = frozenset({b"gzip", b"x-gzip"})
+IDENTITY_ENCODINGS = frozenset({b"", b"identity"})
+# Headers a request must not repeat: which of two keys, signatures or body descriptions is
+# meant is not for the ingress to guess (a proxy may have added one).
+_ONCE = {b"x-api-key": "X-API-Key", b"authorization": "Authorization",
+         b"content-type": "Content-Type", b"content-length": "Content-Length",
+         b"content-encoding": "Content-Encoding", b"idempotency-key": "Idempotency-Key"}
+
+
+def ambiguous(name: str) -> HttpError:
+    return HttpError("ambiguous_header", f"The {name} header appears more than once; send it "
+                     "once.")
 
 
 def body_error(exc: BodyError, code: str | None = None) -> HttpError:
@@ -44,15 +58,16 @@ async def respond(send: Send, status: int, body: bytes,
 class Head:
     """What a webhook request's headers said, read in one pass."""
 
-    __slots__ = ("api_key", "automation_id", "content_length", "content_type",
-                 "enabled_unchecked", "idempotency_key", "idempotency_raw", "replay_key",
-                 "signed", "snapshot")
+    __slots__ = ("api_key", "automation_id", "content_encoding", "content_length",
+                 "content_type", "enabled_unchecked", "idempotency_key", "idempotency_raw",
+                 "replay_key", "signed", "snapshot")
 
     def __init__(self, automation_id: str) -> None:
         self.automation_id = automation_id
         self.api_key: bytes | None = None
         self.content_type: bytes | None = None
         self.content_length: bytes | None = None
+        self.content_encoding: bytes | None = None
         self.idempotency_raw: bytes | None = None
         self.idempotency_key: str | None = None
         self.snapshot: AutomationSnapshot | None = None
@@ -93,8 +108,10 @@ class Endpoint:
 
     def __init__(self, *, cache: ConfigCache, keys: KeyIndex, metrics: IngressMetrics,
                  max_body: int, signing_index: SigningIndex | None = None,
-                 tolerance: float = 300.0, refusals: Refusals | None = None) -> None:
+                 tolerance: float = 300.0, refusals: Refusals | None = None,
+                 max_depth: int = MAX_DEPTH) -> None:
         self.cache = cache
+        self.max_depth = max_depth
         self.keys = keys
         self.metrics = metrics
         self.max_body = max_body
@@ -109,8 +126,7 @@ class Endpoint:
         try:
             status, body = await self.handle(scope, receive, automation_id)
         except HttpError as err:
-            await self.error(send, UNKNOWN if err.code == "unknown_automation" else automation_id,
-                             err)
+            await self.error(send, self.label(automation_id), err)
             return
         await respond(send, status, body)
         self.metrics.request(self.route, status)
@@ -118,6 +134,12 @@ class Endpoint:
     async def handle(self, scope: Scope, receive: Receive,
                      automation_id: str) -> tuple[int, bytes]:
         raise NotImplementedError
+
+    def label(self, automation_id: str) -> str:
+        """The metrics label of a request's automation: its id only when it exists (an id in
+        a URL is unauthenticated: labelling made-up ids would grow the metrics without
+        bound), else `UNKNOWN`."""
+        return automation_id if self.cache.get(automation_id) is not None else UNKNOWN
 
     async def error(self, send: Send, automation: str, err: HttpError) -> None:
         headers = JSON_HEADERS
@@ -134,24 +156,46 @@ class Endpoint:
         authorization = None
         for name, value in scope["headers"]:
             if name == b"x-api-key":
+                if head.api_key is not None:
+                    raise ambiguous(_ONCE[name])
                 head.api_key = value
             elif name == b"authorization":
+                if authorization is not None:
+                    raise ambiguous(_ONCE[name])
                 authorization = value
             elif name == b"content-type":
+                if head.content_type is not None:
+                    raise ambiguous(_ONCE[name])
                 head.content_type = value
             elif name == b"content-length":
+                if head.content_length is not None:
+                    raise ambiguous(_ONCE[name])
                 head.content_length = value
+            elif name == b"content-encoding":
+                if head.content_encoding is not None:
+                    raise ambiguous(_ONCE[name])
+                head.content_encoding = value
             elif name == b"idempotency-key":
+                if head.idempotency_raw is not None:
+                    raise ambiguous(_ONCE[name])
                 head.idempotency_raw = value
             elif name in SIGNATURE_HEADERS:
                 if head.signed is None:
                     head.signed = {}
+                elif name in head.signed:
+                    raise ambiguous(name.decode("latin-1"))
                 head.signed[name] = value
         if not self.cache.ready.is_set():
             raise HttpError("not_ready", retry_after=1.0)
-        if head.api_key is None and authorization is not None:
+        if authorization is not None:
             scheme, _, token = authorization.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
+            if head.api_key is not None:
+                # Both: fine when they agree (or Authorization is for something else, say a
+                # proxy's Basic); two different keys are not for the ingress to choose from.
+                if scheme.lower() == b"bearer" and token.strip() != head.api_key:
+                    raise HttpError("ambiguous_header", "X-API-Key and 'Authorization: "
+                                    "Bearer' name different keys; send one.")
+            elif scheme.lower() == b"bearer" and token.strip():
                 head.api_key = token.strip()
             else:
                 raise HttpError("missing_api_key", "The Authorization header must be "
@@ -212,12 +256,62 @@ class Endpoint:
             self.check_enabled(snapshot)
 
     async def read_body(self, receive: Receive, head: Head) -> bytes:
-        """The whole body, refusing (413) as soon as it is known to exceed the limit."""
+        """The whole body, refusing (413) as soon as it is known to exceed the limit; a gzip
+        body decoded (its decoded size within the same limit)."""
         if head.content_type is not None:
             try:
                 media_type(head.content_type_str)
             except BodyError as exc:
                 raise body_error(exc, "unsupported_media_type") from None
+        encoding = head.content_encoding
+        if encoding is not None:
+            encoding = encoding.strip().lower()
+            if encoding not in GZIP_ENCODINGS and encoding not in IDENTITY_ENCODINGS:
+                raise HttpError("unsupported_content_encoding")
+        body = await self._read_raw(receive, head)
+        if encoding in GZIP_ENCODINGS:
+            return self.gunzip(body)
+        return body
+
+    @staticmethod
+    async def _drain(receive: Receive, message: dict[str, object], budget: int) -> None:
+        """Read and drop the rest of a refused streamed body, up to `budget` bytes: a server
+        that closes on unread bytes resets the connection, and the client then never reads
+        its 413 (seen with chunked bodies). Beyond the budget the client is on its own."""
+        while message.get("more_body", False) and budget > 0:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            budget -= len(message.get("body", b""))  # type: ignore[arg-type]
+
+    def gunzip(self, data: bytes) -> bytes:
+        """A gzip body decoded, one member after another, never past the body limit (a
+        "gzip bomb" costs at most `max_body` bytes of output): 413 beyond it, 400 for bytes
+        that are not (complete) gzip."""
+        limit = self.max_body
+        out: list[bytes] = []
+        size = 0
+        rest = data
+        if not rest:
+            raise HttpError("bad_content_encoding", "The body is labelled gzip but is empty.")
+        while rest:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                chunk = inflater.decompress(rest, limit - size + 1)
+            except zlib.error:
+                raise HttpError("bad_content_encoding", "The body is labelled gzip but is not "
+                                "valid gzip.") from None
+            size += len(chunk)
+            if size > limit or inflater.unconsumed_tail:
+                raise HttpError("body_too_large", self._too_large + " (decoded from gzip)")
+            if not inflater.eof:
+                raise HttpError("bad_content_encoding", "The gzip body ends before its end "
+                                "marker (truncated).")
+            out.append(chunk)
+            rest = inflater.unused_data
+        return b"".join(out)
+
+    async def _read_raw(self, receive: Receive, head: Head) -> bytes:
         limit = self.max_body
         if head.content_length is not None:
             try:
@@ -242,6 +336,7 @@ class Endpoint:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
+                await self._drain(receive, message, 4 * limit)
                 raise HttpError("body_too_large", self._too_large)
             chunks.append(chunk)
             if not message.get("more_body", False):

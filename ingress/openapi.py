@@ -76,9 +76,11 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                       "invalid_signature", "timestamp_out_of_range"),
         "404": _error("unknown_automation"),
         "413": _error("body_too_large"),
-        "415": _error("unsupported_media_type"),
+        "415": _error("unsupported_media_type", "unsupported_content_encoding"),
         "503": _with_retry(_error("not_ready")),
     }
+    body_400 = ("bad_json", "not_object", "bad_form", "empty_body", "too_deep",
+                "number_out_of_range", "bad_content_encoding", "ambiguous_header")
     return {
         "openapi": "3.1.0",
         "info": {"title": "hookstream ingress", "version": "1",
@@ -96,8 +98,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             "content": {_JSON: {"schema": {
                                 "$ref": "#/components/schemas/Accepted"}}}},
                     **common_auth,
-                    "400": _error("bad_json", "not_object", "bad_form", "empty_body",
-                                  "invalid_idempotency_key"),
+                    "400": _error(*body_400, "invalid_idempotency_key"),
                     "409": _error("automation_disabled"),
                     "429": _with_retry(_error("rate_limited")),
                     "503": _with_retry(_error("kafka_unavailable", "not_ready")),
@@ -114,7 +115,9 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             "content": {_JSON: {"schema": {
                                 "$ref": "#/components/schemas/TestResult"}}}},
                     **common_auth,
-                    "400": _error("bad_json", "not_object", "bad_form", "empty_body"),
+                    "400": _error(*body_400),
+                    "413": _error("body_too_large", "too_many_records"),
+                    "429": _with_retry(_error("rate_limited")),
                 },
             }},
             "/healthz": {"get": {"summary": "The process runs", "operationId": "healthz",

@@ -81,7 +81,7 @@ class Webhook(Endpoint):
         if wait:
             raise HttpError("rate_limited", retry_after=wait)
         try:
-            records = parse_body(body, head.content_type_str)
+            records = parse_body(body, head.content_type_str, max_depth=self.max_depth)
         except BodyError as exc:
             raise body_error(exc) from None
         event_id = claim.event_id if claim is not None else new_event_id()

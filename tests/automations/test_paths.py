@@ -174,3 +174,18 @@ def test_exclude_and_include_split_the_leaves(record: dict[str, Any], data: st.D
         assert get_path(included, path) == get_path(record, path)
     for path in set(leaves) - set(chosen):
         assert get_path(excluded, path) == get_path(record, path)
+
+
+def test_flatten_is_iterative_at_any_depth() -> None:
+    # Recursive, 1,000 levels raised RecursionError in the dry run (issue 15).
+    deep: Any = {"leaf": 1}
+    for i in range(20_000):
+        deep = {"k": deep} if i % 2 else [deep]
+    flat = flatten(deep)
+    [(path, value)] = flat.items()
+    assert value == 1 and path.endswith(".leaf") and path.count(".") == 20_000
+
+
+def test_flatten_keeps_document_order_across_levels() -> None:
+    assert list(flatten({"a": {"b": 1, "c": [2, {"d": 3}]}, "e": 4, "f": {"g": {}}})) == [
+        "a.b", "a.c.0", "a.c.1.d", "e", "f.g"]
