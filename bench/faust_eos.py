@@ -26,7 +26,7 @@ import orjson  # noqa: E402
 from aiokafka import TopicPartition  # noqa: E402
 
 from bench.streams import delete_topics  # noqa: E402
-from bench.streams_common import WorkerProcess, broker, kafka  # noqa: E402
+from bench.streams_common import WorkerProcess, broker, kafka, replication  # noqa: E402
 from core.kafka import clients  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from schemas import codec  # noqa: E402
@@ -90,7 +90,7 @@ async def count_due(bootstrap: str, topic: str, isolation: str = "read_committed
 
 async def one_round(bootstrap: str, tmp: Path) -> str:
     topics = Topics(f"eos{uuid.uuid4().hex[:8]}.")
-    await ensure_topics(kafka(bootstrap), topics, 3)
+    await ensure_topics(kafka(bootstrap), topics, 3, **replication())
     from tests.streams.conftest import make_snapshot
 
     producer = clients.producer(kafka(bootstrap), acks="all", linger_ms=5,

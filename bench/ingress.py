@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from automations.signing import SecretBox, generate  # noqa: E402
 from automations.snapshot import ApiKeyHash, SealedSecret  # noqa: E402
-from bench.streams_common import kafka  # noqa: E402
+from bench.streams_common import kafka, replication  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from hookstream.local.kafka import free_port, named_or_scratch_broker  # noqa: E402
 from tests.ingress.conftest import make_snapshot, new_key, publish_snapshots, sha  # noqa: E402
@@ -215,7 +215,7 @@ def main() -> None:
                 SealedSecret("bench", box.seal(secret, snap.id)),))
 
         async def prepare() -> None:
-            await ensure_topics(kafka(bootstrap), topics, 3)
+            await ensure_topics(kafka(bootstrap), topics, 3, **replication())
             await publish_snapshots(kafka(bootstrap), topics, snap)
 
         asyncio.run(prepare())

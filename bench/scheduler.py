@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import TopicPartition  # noqa: E402
 
 from bench.streams import delete_topics  # noqa: E402
-from bench.streams_common import WorkerProcess, broker, kafka  # noqa: E402
+from bench.streams_common import WorkerProcess, broker, kafka, replication  # noqa: E402
 from core.kafka import clients  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from streams.batching import BatchSender  # noqa: E402
@@ -102,7 +102,7 @@ async def main(count: int, spread: float, lead: float | None) -> None:
     lead = lead if lead is not None else max(30.0, count / 7000)
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
         topics = Topics(f"bench{uuid.uuid4().hex[:8]}.")
-        await ensure_topics(kafka(bootstrap), topics, 3)
+        await ensure_topics(kafka(bootstrap), topics, 3, **replication())
         worker = WorkerProcess(bootstrap, topics.prefix, Path(tmp))
         worker.start("--loglevel", "warn")
         try:

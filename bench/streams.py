@@ -38,7 +38,7 @@ from automations.snapshot import (  # noqa: E402
     MessageTemplate,
     Variable,
 )
-from bench.streams_common import WorkerProcess, broker, kafka  # noqa: E402
+from bench.streams_common import WorkerProcess, broker, kafka, replication  # noqa: E402
 from core.kafka import clients  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from schemas import codec  # noqa: E402
@@ -76,7 +76,7 @@ def body(i: int) -> bytes:
 
 async def prepare(bootstrap: str, prefix: str, n: int) -> Topics:
     topics = Topics(prefix)
-    await ensure_topics(kafka(bootstrap), topics, 3)
+    await ensure_topics(kafka(bootstrap), topics, 3, **replication())
     producer = clients.producer(kafka(bootstrap), acks="all", linger_ms=20,
                                 max_batch_size=256 * 1024, enable_idempotence=True)
     await producer.start()

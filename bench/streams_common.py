@@ -27,6 +27,14 @@ def kafka(bootstrap: str) -> KafkaConnection:
     return KafkaConnection.from_settings(get_settings()).with_bootstrap(bootstrap)
 
 
+def replication() -> dict[str, int]:
+    """The topics' replication from HOOKSTREAM_KAFKA_REPLICATION_FACTOR and
+    HOOKSTREAM_KAFKA_MIN_INSYNC_REPLICAS (3 and 2 on a three-broker cluster; 1 by default)."""
+    s = get_settings()
+    return {"replication_factor": s.kafka_replication_factor,
+            "min_insync_replicas": s.kafka_min_insync_replicas}
+
+
 class WorkerProcess:
     """A process (default `python -m streams`) with its own prefix, var dir and port."""
 

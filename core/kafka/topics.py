@@ -76,10 +76,13 @@ SAMPLES_RETENTION_MS = 60 * 60 * 1000
 COUNTS_RETENTION_MS = 2 * 24 * 60 * 60 * 1000
 
 
-async def ensure_topics(bootstrap: clients.Kafka, topics: Topics, partitions: int = 3) -> None:
-    """Create the pipeline's missing topics as the default plan makes them (replication
-    factor 1), with `partitions` each: for tests and benchmarks on one broker. Services
-    apply the plan from their settings instead (`core.kafka.plan.TopicGate`)."""
+async def ensure_topics(bootstrap: clients.Kafka, topics: Topics, partitions: int = 3, *,
+                        replication_factor: int = 1, min_insync_replicas: int = 1) -> None:
+    """Create the pipeline's missing topics as the plan makes them, with `partitions` each
+    (replication factor 1 unless told): for tests and benchmarks. Services apply the plan
+    from their settings instead (`core.kafka.plan.TopicGate`)."""
     from core.kafka.plan import apply_plan, build_plan  # the plan builds on this module
 
-    await apply_plan(bootstrap, build_plan(topics, partitions=partitions), check_drift=False)
+    plan = build_plan(topics, partitions=partitions, replication_factor=replication_factor,
+                      min_insync_replicas=min_insync_replicas)
+    await apply_plan(bootstrap, plan, check_drift=False)
