@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 Checks = Mapping[str, bool]
 ReadyCheck = Callable[[], Checks | Awaitable[Checks]]
+# Why failing checks fail (check name -> a sentence), added to a 503 answer's body.
+Reasons = Callable[[], Mapping[str, str]]
 
 _JSON = "application/json"
 LIVE_BODY = b'{"status":"ok"}'
@@ -43,20 +45,24 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
     return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
 
 
-async def readiness(check: ReadyCheck) -> Response:
-    """The `/readyz` answer for the checks `check` returns (sync or async)."""
+async def readiness(check: ReadyCheck, reasons: Reasons | None = None) -> Response:
+    """The `/readyz` answer for the checks `check` returns (sync or async); `reasons` says
+    why the failing ones fail."""
     result = check()
     checks = dict(await result if inspect.isawaitable(result) else result)
     if all(checks.values()):
         return json_response(200, {"status": "ready", "ready": True, "checks": checks})
     failing = ", ".join(name for name, ok in checks.items() if not ok)
-    return json_response(503, {"status": "unavailable", "ready": False, "checks": checks,
-                               "error": "not_ready", "detail": f"not ready: {failing}"},
-                         {"Retry-After": "1"})
+    body = {"status": "unavailable", "ready": False, "checks": checks,
+            "error": "not_ready", "detail": f"not ready: {failing}"}
+    if reasons is not None:
+        body["reasons"] = dict(reasons())
+    return json_response(503, body, {"Retry-After": "1"})
 
 
 def probe_routes(ready: ReadyCheck, *, extra: Callable[[], Mapping[str, Any]] | None = None,
-                 registry: CollectorRegistry = REGISTRY) -> list[BaseRoute]:
+                 registry: CollectorRegistry = REGISTRY,
+                 reasons: Reasons | None = None) -> list[BaseRoute]:
     """`/healthz`, `/readyz` and `/metrics`, to add to any Starlette (or FastAPI) router.
 
     `extra` adds fields to the ready answer's body (say, a count of pending publishes).
@@ -66,7 +72,7 @@ def probe_routes(ready: ReadyCheck, *, extra: Callable[[], Mapping[str, Any]] | 
         return Response(LIVE_BODY, media_type=_JSON)
 
     async def readyz(_: Request) -> Response:
-        response = await readiness(ready)
+        response = await readiness(ready, reasons)
         if extra is not None and response.status_code == 200:
             body = orjson.loads(response.body)
             body.update(extra())
@@ -112,8 +118,9 @@ class ProbeServer:
     handlers of its own: the process's owner handles SIGTERM)."""
 
     def __init__(self, host: str, port: int, ready: ReadyCheck, *,
-                 routes: Sequence[BaseRoute] = (), name: str = "service") -> None:
-        app = Starlette(routes=[*probe_routes(ready), *routes])
+                 routes: Sequence[BaseRoute] = (), name: str = "service",
+                 reasons: Reasons | None = None) -> None:
+        app = Starlette(routes=[*probe_routes(ready, reasons=reasons), *routes])
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 access_log=False, lifespan="off")
         self._server = _EmbeddedServer(config)
