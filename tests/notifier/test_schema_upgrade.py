@@ -81,20 +81,21 @@ async def test_an_invitation_waiting_across_a_schema_upgrade_is_mailed_once(
     bootstrap = settings.kafka_bootstrap
     snap = make_snapshot()
     await bus.snapshot(snap)
-    due = datetime.now(UTC) + timedelta(seconds=6)
-    req = invitation(snap, email="waiting@example.com", due_at=due, delay_days=1)
-    value = codec.encode("InvitationRequested", req)  # before the upgrade
-    # And one no version of the schema wrote: a fingerprint nobody knows.
-    stranger = codec.MAGIC + bytes.fromhex("0123456789abcdef") + value[codec.HEADER_LEN:]
-    due_ms = int(due.timestamp() * 1000)
-    await _scheduled(bootstrap, topics, [(req["invitation_id"].encode(), value, due_ms),
-                                         (b"stranger", stranger, due_ms)])
-
     state = tmp_path / "scheduler"
     group = f"scheduler-{uuid.uuid4().hex[:8]}"
     before = Scheduler(bootstrap, topics, group, state)
     await before.start()
     try:
+        await asyncio.wait_for(before.loop.assigned.wait(), 60)
+        due = datetime.now(UTC) + timedelta(seconds=8)
+        req = invitation(snap, email="waiting@example.com", due_at=due, delay_days=1)
+        value = codec.encode("InvitationRequested", req)  # before the upgrade
+        # And one no version of the schema wrote: a fingerprint nobody knows.
+        stranger = codec.MAGIC + bytes.fromhex("0123456789abcdef") + \
+            value[codec.HEADER_LEN:]
+        due_ms = int(due.timestamp() * 1000)
+        await _scheduled(bootstrap, topics, [(req["invitation_id"].encode(), value, due_ms),
+                                             (b"stranger", stranger, due_ms)])
         await wait_for(lambda: sum(s.count() for s in before.stores.values()) == 2,
                        timeout=30, what="both invitations waiting in the scheduler")
     finally:
