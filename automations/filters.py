@@ -83,15 +83,22 @@ _UNSUPPORTED_PREFIX: Final = "the regular expression uses syntax the linear-time
 
 
 def compile_regex(pattern: str) -> Any:
-    """`pattern` on RE2 (linear-time matching). Raises `re2.error`."""
-    return re2.compile(pattern)
+    """`pattern` on RE2 (linear-time matching). Raises `re2.error`; the reason is given to
+    the caller, not written to stderr by RE2 itself."""
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False
 
 
 def regex_problem(pattern: str) -> str | None:
     """Why `pattern` cannot be a filter's regular expression (None: it can)."""
     try:
         compile_regex(pattern)
-    except re2.error as exc:
+    except re2.error as error:
+        raw = error.args[0] if error.args else ""
+        exc = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         if _BACKTRACKING_ONLY.search(pattern):
             return ("the regular expression uses syntax the linear-time engine (RE2) does "
                     "not support: backreferences (\\1, (?P=name)), lookahead or lookbehind "
