@@ -23,6 +23,7 @@ import orjson
 from automations.bodies import BodyError, parse_body
 from automations.engine import Accepted, FilteredOut, Rejected, compile_automation
 from automations.error_events import automation_error
+from automations.filters import FilterError
 from automations.ids import invitation_id
 from automations.send_window import WindowError, WindowRule
 from automations.snapshot import AutomationSnapshot
@@ -151,7 +152,14 @@ class Transformer:
             return self._fail(automation_id, body, headers, event_id, None, exc.code,
                               exc.detail, None)
 
-        compiled = compile_automation(snapshot)
+        try:
+            compiled = compile_automation(snapshot)
+        except FilterError as exc:
+            # Saved before the regex engine was RE2 (issue 15), a pattern it cannot run: the
+            # webhook waits on the dead-letter topic until the filter is fixed, rather than
+            # retry a failure that every attempt repeats.
+            return self._fail(automation_id, body, headers, event_id, None, "invalid_filter",
+                              f"The automation's filters cannot be used: {exc}", None)
         window = self._window(snapshot)
         # A body that is its one record goes to the DLQ as received (a form must: its content
         # type travels with it); a record of a JSON batch goes as that record's JSON.

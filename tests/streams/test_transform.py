@@ -164,3 +164,12 @@ def test_a_dead_letter_is_built_from_key_and_headers_and_cut_to_size() -> None:
     error = codec.decode_as("AutomationError", err.value)
     assert (error["kind"], error["event_id"], error["automation_id"]) == \
         ("processing_failed", "ev-big", "a1")
+
+
+def test_a_filter_saved_before_re2_that_re2_cannot_run_dead_letters_the_webhook() -> None:
+    snap = replace(make_snapshot("a1"), filters={"field": "email", "op": "regex",
+                                                  "value": "^(?!spam)"})
+    dlq, err = transformer(a1=snap).transform(raw({"email": "x@example.com"}))
+    assert dict(dlq.headers)["dlq-reason"] == b"invalid_filter"
+    assert b"RE2" in dict(dlq.headers)["dlq-detail"]
+    assert codec.decode_as("AutomationError", err.value)["kind"] == "invalid_filter"
