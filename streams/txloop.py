@@ -168,9 +168,10 @@ class TransactionalLoop:
                     if tp in self._paused_until:
                         continue  # fetched before the pause: re-read after the backoff
                     limit = self._limit.get(tp)
-                    if limit is not None and len(records) > limit:
+                    truncated = limit is not None and len(records) > limit
+                    if truncated:
                         records = records[:limit]  # isolating a failing record
-                    todo.append(self._process(tp, records, truncated=limit is not None))
+                    todo.append(self._process(tp, records, truncated))
                 await asyncio.gather(*todo)
 
     def _resume_due(self) -> None:
