@@ -280,7 +280,9 @@ class TransactionalLoop:
                 return
             renew = True  # the dead-letter transaction failed: retried after the backoff
         delay = min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2 ** (failing.failures - 1))
-        await self._reset_partition(tp, first, renew)
+        # Broker trouble: a moment before the new producer's InitProducerId, as before
+        # (a producer that cannot start stops the loop: the worker is restarted).
+        await self._reset_partition(tp, first, renew, renew_delay=1.0 if broker else 0.0)
         self._pause(tp, delay)
 
     async def _give_up(self, tp: TopicPartition, record: ConsumerRecord, failing: _Failing,
@@ -314,10 +316,10 @@ class TransactionalLoop:
             self._paused_until[tp] = time.monotonic() + delay
 
     async def _reset_partition(self, tp: TopicPartition, offset: int,
-                               renew: bool = True) -> None:
+                               renew: bool = True, renew_delay: float = 0.0) -> None:
         assert self.consumer is not None
         if renew:
-            await self.renew_producer(tp, delay=0)
+            await self.renew_producer(tp, delay=renew_delay)
         self._seek(tp, offset)
 
     async def fenced(self, tp: TopicPartition) -> None:
