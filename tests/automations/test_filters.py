@@ -15,6 +15,7 @@ from automations.filters import (
     FilterError,
     compile_filter,
     compile_regex,
+    regex_search,
     validate_filter,
 )
 
@@ -444,3 +445,16 @@ def test_python_syntax_re2_shares_still_works() -> None:
         assert got is holds, pattern
     problems = validate_filter({"field": "a", "op": "regex", "value": "(unclosed"})
     assert problems[0].code == "invalid" and "does not compile" in problems[0].reason
+
+
+@pytest.mark.parametrize("pattern", [r"^respondent\d+@example\.com$", "é+$", "(?i)ÉCOLE", "^$",
+                                     r"\bword\b", "a|", "[^a]"])
+@pytest.mark.parametrize("text", ["", "respondent12@example.com", "école", "ÉCOLE é", "a word",
+                                  "ééé", "\ud800x", "b"])
+def test_the_yes_no_search_agrees_with_re2s_own(pattern: str, text: str) -> None:
+    compiled = compile_regex(pattern)
+    try:
+        expected = compiled.search(text) is not None
+    except UnicodeEncodeError:  # the wrapper refuses a lone surrogate; the bytes go through
+        expected = compiled.search(text.encode("utf-8", "surrogatepass")) is not None
+    assert regex_search(compiled)(text) is expected
