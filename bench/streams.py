@@ -11,7 +11,7 @@ last output record (their timestamps), so start-up is not counted.
   the e-mail address (RE2, issue 15; the target is within 10% of the streams line).
 Each run uses fresh topics (deleted afterwards). Prints, with medians of RUNS runs:
 `streams_eps=… baseline_eps=… ratio=… worker_peak_rss_mib=…`, then
-`streams_regex_eps=… streams_eps=… regex_ratio=…`.
+`streams_regex_eps=… streams_eps=… regex_ratio=… streams_regex_per_cpu_s=… …`.
 Uses HOOKSTREAM_KAFKA_BOOTSTRAP if set, else starts (and stops) a local broker.
 """
 
@@ -150,7 +150,7 @@ async def delete_topics(bootstrap: str, topics: Topics) -> None:
         await admin.close()
 
 
-async def one_run(bootstrap: str, n: int, kind: str, tmp: Path) -> tuple[float, int]:
+async def one_run(bootstrap: str, n: int, kind: str, tmp: Path) -> tuple[float, int, float]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     topics = await prepare(bootstrap, prefix, n, regex=kind == "streams-regex")
     profile = ("-m", "cProfile", "-o", str(tmp / f"{kind}.prof")) \
@@ -171,7 +171,7 @@ async def one_run(bootstrap: str, n: int, kind: str, tmp: Path) -> tuple[float, 
     print(f"  {kind}: {count} records in {seconds:.2f}s = {eps:,.0f}/s, {cpu:.1f} CPU-s "
           f"({count / max(cpu, 1e-9):,.0f} per CPU-s), peak RSS {rss / 1024:.0f} MiB",
           flush=True)
-    return eps, rss
+    return eps, rss, count / max(cpu, 1e-9)
 
 
 async def baseline_child() -> None:
@@ -215,19 +215,27 @@ async def baseline_child() -> None:
 async def main(n: int, runs: int) -> None:
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp:
         streams, baseline, regex, rss = [], [], [], []
+        streams_cpu, regex_cpu = [], []
         for run in range(runs):
             print(f"run {run + 1}/{runs}", flush=True)
-            eps, peak = await one_run(bootstrap, n, "streams", Path(tmp))
+            eps, peak, per_cpu = await one_run(bootstrap, n, "streams", Path(tmp))
             streams.append(eps)
+            streams_cpu.append(per_cpu)
             rss.append(peak)
             baseline.append((await one_run(bootstrap, n, "baseline", Path(tmp)))[0])
-            regex.append((await one_run(bootstrap, n, "streams-regex", Path(tmp)))[0])
+            eps, _, per_cpu = await one_run(bootstrap, n, "streams-regex", Path(tmp))
+            regex.append(eps)
+            regex_cpu.append(per_cpu)
         s, b, r = (statistics.median(streams), statistics.median(baseline),
                    statistics.median(regex))
+        sc, rc = statistics.median(streams_cpu), statistics.median(regex_cpu)
         print(f"streams_eps={s:.0f} baseline_eps={b:.0f} ratio={s / b:.2f} "
               f"worker_peak_rss_mib={max(rss) / 1024:.0f} records={n} runs={runs}")
+        # Records per CPU second too: on a shared machine the wall-clock rates swing with
+        # the neighbours, what one busy core does per record does not.
         print(f"streams_regex_eps={r:.0f} streams_eps={s:.0f} regex_ratio={r / s:.2f} "
-              f"records={n} runs={runs}")
+              f"streams_regex_per_cpu_s={rc:.0f} streams_per_cpu_s={sc:.0f} "
+              f"regex_cpu_ratio={rc / sc:.2f} records={n} runs={runs}")
 
 
 if __name__ == "__main__":
