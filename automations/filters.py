@@ -11,8 +11,12 @@ How values compare (what a person writing a filter expects):
 - Text compares *case-insensitively* (Unicode case folding after NFC normalisation, so `É`,
   `é` and `e` + combining accent agree, and `ß` equals `ss`), unless the condition has
   `"case_sensitive": true`. `eq`/`ne`/`in`/`not_in` ignore spaces around the field's text.
-  `regex` is always as written (Python `re.search`, case-sensitive; write `(?i)` to ignore
-  case).
+  `regex` is always as written (a search, case-sensitive; write `(?i)` to ignore case). It
+  runs on RE2, a linear-time engine: no pattern and no value can make it backtrack for
+  long (`(a+)+$` on any text is as quick as `a+$`). RE2's syntax is Python's without
+  backreferences (a backslash and a digit, `(?P=name)`) and lookaround (`(?=`, `(?!`,
+  `(?<=`, `(?<!`); a pattern using them is refused when the automation is saved. The
+  classes for digits, word characters and spaces are ASCII-only on RE2.
 - Numbers: when the condition's value or the field is a JSON number, a text such as `"42"`
   or `"3.5"` on the other side compares as that number (`"42" eq 42`). `gt`/`gte`/`lt`/`lte`
   compare as numbers whenever both sides read as numbers (`"10" gt "9"`). `eq` between two
@@ -54,6 +58,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Final
 
+import re2
+
 from automations.kinds import json_kind as _kind
 from automations.paths import MISSING, get_parts, path_problem, split_path
 from automations.problems import Problem
@@ -67,6 +73,56 @@ _TYPED_OPS: Final = frozenset({"eq", "ne", "gt", "gte", "lt", "lte"})
 _CONDITION_KEYS: Final = frozenset({"field", "op", "value", "case_sensitive"})
 MAX_DEPTH: Final = 32
 MAX_REGEX_LENGTH: Final = 1000
+# Syntax Python's engine takes and RE2 (linear time) does not: named to the person saving.
+_BACKTRACKING_ONLY: Final = re.compile(
+    r"\\[1-9]|\(\?P=|\(\?=|\(\?!|\(\?<=|\(\?<!|\\g<|\(\?\(|\(\?>|[*+?}]\+")
+
+
+REGEX_UNSUPPORTED: Final = "regex_unsupported"  # the problem code of such a pattern
+_UNSUPPORTED_PREFIX: Final = "the regular expression uses syntax the linear-time engine"
+
+
+def compile_regex(pattern: str) -> Any:
+    """`pattern` on RE2 (linear-time matching). Raises `re2.error`; the reason is given to
+    the caller, not written to stderr by RE2 itself."""
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_UNANCHORED: Final = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+
+
+def regex_search(pattern: Any) -> Callable[[str], bool]:
+    """Whether a compiled pattern occurs in a text: RE2's matcher run on the UTF-8 text as
+    is. The wrapper's `search` builds a match object and maps byte offsets back to
+    characters, three times the cost of the match itself (bench-streams); a yes/no needs
+    neither. Lone surrogates (never valid text) pass as bytes, not as an error."""
+    regexp = getattr(pattern, "_regexp", None)
+    if regexp is None or _UNANCHORED is None:  # another layout of google-re2: its public API
+        return lambda text: pattern.search(text) is not None
+    match = regexp.Match
+
+    def search(text: str) -> bool:
+        data = text.encode("utf-8", "surrogatepass")
+        return match(_UNANCHORED, data, 0, len(data))[0][0] >= 0
+    return search
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why `pattern` cannot be a filter's regular expression (None: it can)."""
+    try:
+        compile_regex(pattern)
+    except re2.error as error:
+        raw = error.args[0] if error.args else ""
+        exc = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        if _BACKTRACKING_ONLY.search(pattern):
+            return ("the regular expression uses syntax the linear-time engine (RE2) does "
+                    "not support: backreferences (\\1, (?P=name)), lookahead or lookbehind "
+                    "((?=, (?!, (?<=, (?<!), conditionals, atomic groups or possessive "
+                    f"quantifiers ({exc})")
+        return f"the regular expression does not compile: {exc}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +238,10 @@ def _validate_condition(node: dict[str, Any], path: str, out: list[Problem]) -> 
         return
     reason = _value_problem(op, value)
     if reason:
-        out.append(Problem(vpath, reason))
+        # A pattern only a backtracking engine runs gets a code of its own: not a typo, a
+        # rewrite (without backreferences or lookaround) is needed.
+        out.append(Problem(vpath, reason, REGEX_UNSUPPORTED if reason.startswith(
+            _UNSUPPORTED_PREFIX) else "invalid"))
 
 
 def _value_problem(op: str, value: Any) -> str | None:
@@ -208,10 +267,9 @@ def _value_problem(op: str, value: Any) -> str | None:
             return f"'regex' needs a regular expression as a non-empty text, not {_kind(value)}"
         if len(value) > MAX_REGEX_LENGTH:
             return f"the regular expression is longer than {MAX_REGEX_LENGTH} characters"
-        try:
-            re.compile(value)
-        except re.error as exc:
-            return f"the regular expression does not compile: {exc}"
+        problem = regex_problem(value)
+        if problem is not None:
+            return problem
     elif op in ("gt", "gte", "lt", "lte"):
         if not _is_number(value) and not (isinstance(value, str) and value.strip()):
             shown = "an empty text" if isinstance(value, str) else _kind(value)
@@ -417,11 +475,12 @@ def _make_test(op: str, value: Any, case_sensitive: bool) -> Test:
             return s.startswith(affix) if starts else s.endswith(affix)
         return affixed
     if op == "regex":
-        pattern = re.compile(value)
+        # RE2: linear in the value's length, whatever the pattern.
+        search = regex_search(compile_regex(value))
 
         def matches(v: Any) -> bool:
             s = _scalar_text(v)
-            return s is not None and pattern.search(s) is not None
+            return s is not None and search(s)
         return matches
     if op in ("gt", "gte", "lt", "lte"):
         o = _Operand(value, case_sensitive)

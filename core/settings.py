@@ -232,6 +232,18 @@ class Settings(BaseSettings):
                              "probes.")
     notifier_port: int = Field(8083, description="Port of the notifier's /metrics and probes.")
 
+    # --- worker retries (issue 15, item 2: no record blocks a partition) ---------------------
+    worker_max_attempts: int = Field(
+        5, ge=1, description="Attempts the streams worker makes at a record whose processing "
+        "fails (the record alone in its transaction) before it sets the record aside on the "
+        "dead-letter topic (reason processing_failed) with an AutomationError and its "
+        "partition moves on. Broker outages are retried without limit and not counted.")
+    worker_retry_backoff_seconds: float = Field(
+        0.5, gt=0, description="Pause of a partition before its first retry after a failed "
+        "transaction; doubles with each failure, up to worker_retry_backoff_max_seconds.")
+    worker_retry_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="Longest pause of a partition between two retries.")
+
     # --- this machine ------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the services started without a --log-level option.")

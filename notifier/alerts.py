@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
 from core.kafka.clients import Kafka
 from core.kafka.topics import Topics
-from notifier import store
+from notifier import events, store
 from notifier.admin_client import AdminClient
 from notifier.consuming import ConsumerService, TrackedConsumer
 from notifier.mailer import SendError, SmtpPool
@@ -89,7 +89,8 @@ class AlertService(ConsumerService):
     def __init__(self, *, bootstrap: Kafka, topics: Topics, config: ConfigCache, pool: SmtpPool,
                  db: store.Db, admin: AdminClient, mail_from: str,
                  interval: float, disable_after: int, admin_url: str,
-                 group_id: str = "hookstream-notifier-alerts") -> None:
+                 group_id: str = "hookstream-notifier-alerts",
+                 producer: AIOKafkaProducer | None = None) -> None:
         # Pending alerts of partitions a rebalance takes away stay pending here: telling
         # twice beats not telling.
         super().__init__(TrackedConsumer(bootstrap=bootstrap, group_id=group_id,
@@ -99,6 +100,7 @@ class AlertService(ConsumerService):
         self.pool = pool
         self.db = db
         self.admin = admin
+        self.producer = producer  # sets undecodable records aside on the dead-letter topic
         self.mail_from = mail_from
         self.sender = sender_address(mail_from)
         self.interval = interval
@@ -142,6 +144,7 @@ class AlertService(ConsumerService):
         except codec.CodecError as exc:
             log.error("undecodable record on %s partition %d offset %d: %s", tp.topic,
                       tp.partition, rec.offset, exc)
+            await self._set_aside(rec, f"The error record cannot be decoded: {exc}.")
             self._tracker.done(tp, rec.offset)
             return
         counts = counts_toward_disable(err)
@@ -156,6 +159,23 @@ class AlertService(ConsumerService):
         self._pending.setdefault(err["automation_id"], _Pending()).add(err, tp, rec.offset)
         if counts and recorded.consecutive >= self.disable_after:
             self._start_disable(err["automation_id"], recorded.consecutive)
+
+    async def _set_aside(self, rec: ConsumerRecord[bytes, bytes], detail: str) -> None:
+        """Never skipped: to the dead-letter topic before its offset may be committed."""
+        if self.producer is None:
+            raise RuntimeError("AlertService needs a producer to set undecodable records "
+                               "aside")
+        attempt = 0
+        while True:
+            try:
+                await events.dead_letter(self.producer, self.topics.dlq, rec, "undecodable",
+                                         detail)
+                return
+            except Exception as exc:  # noqa: BLE001 - Kafka trouble: logged, retried
+                attempt += 1
+                log.error("setting aside %s offset %d failed (%s); retrying", rec.topic,
+                          rec.offset, type(exc).__name__)
+                await asyncio.sleep(min(30.0, 0.2 * 2 ** attempt))
 
     async def _with_retry(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         attempt = 0

@@ -113,7 +113,7 @@ class Notifier:
                 bootstrap=self.kafka, topics=self.topics, config=self.config,
                 pool=alert_pool, db=db, admin=admin, mail_from=s.mail_from,
                 interval=s.alert_interval_seconds, disable_after=s.disable_after,
-                admin_url=s.admin_url, group_id=f"{self.group_id}-alerts")
+                admin_url=s.admin_url, group_id=f"{self.group_id}-alerts", producer=producer)
             for service in (self.invitations, self.alerts):
                 self._tasks.append(asyncio.create_task(service.run(),
                                                        name=type(service).__name__))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -25,6 +26,8 @@ from notifier.offsets import OffsetTracker
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+# A rebalance normally ends within seconds; without partitions for longer, not ready.
+REBALANCE_GRACE_S = 30.0
 
 
 class TrackedConsumer:
@@ -37,7 +40,18 @@ class TrackedConsumer:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.tracker = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
-        self.assigned = False  # in its group (partitions assigned, even if none)
+        self.in_group = False  # partitions assigned (even if none), and none revoked since
+        self.revoked_at: float | None = None  # monotonic, while a rebalance is under way
+
+    @property
+    def assigned(self) -> bool:
+        """In its group now (not only once): a rebalance that does not end within
+        REBALANCE_GRACE_S, or a stopped consumer, is not."""
+        if self.consumer is None:
+            return False
+        if self.revoked_at is not None:
+            return time.monotonic() - self.revoked_at < REBALANCE_GRACE_S
+        return self.in_group
 
     async def start(self) -> AIOKafkaConsumer:
         self.consumer = clients.consumer(
@@ -80,6 +94,8 @@ class TrackedConsumer:
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+            self.consumer = None
+            self.in_group = False
 
 
 class ConsumerService:
@@ -110,7 +126,10 @@ class _Rebalance(ConsumerRebalanceListener):
         except (KafkaError, OSError) as exc:
             log.warning("commit on %s before a rebalance failed: %s", self.owner.topic, exc)
         self.owner.tracker.forget(revoked)
+        if self.owner.revoked_at is None:
+            self.owner.revoked_at = time.monotonic()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.owner.assigned = True  # in its group: what health reports as running
+        self.owner.in_group = True  # in its group: what health reports as running
+        self.owner.revoked_at = None
         log.info("assigned %d partitions of %s", len(assigned), self.owner.topic)

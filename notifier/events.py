@@ -8,6 +8,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from automations.error_events import automation_error
+from core.kafka.headers import dead_letter_headers
 from core.times import now_ms
 from schemas import codec
 
@@ -34,3 +35,12 @@ async def publish(producer: AIOKafkaProducer, topic: str, key: str, schema: str,
                   record: dict[str, Any]) -> None:
     """Write and wait for the broker's acknowledgement (acks=all)."""
     await producer.send_and_wait(topic, codec.encode(schema, record), key=key.encode())
+
+
+async def dead_letter(producer: AIOKafkaProducer, dlq_topic: str, rec: Any, reason: str,
+                      detail: str) -> None:
+    """Set a consumed record that cannot be read aside on the dead-letter topic, as it came,
+    with why and from which topic (a replay onto webhooks.raw leaves it alone)."""
+    headers = dead_letter_headers(rec.headers, reason=reason, detail=detail, source="notifier",
+                                  at_ms=now_ms(), topic=rec.topic)
+    await producer.send_and_wait(dlq_topic, rec.value, key=rec.key, headers=headers)

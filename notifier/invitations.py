@@ -189,10 +189,12 @@ class InvitationService(ConsumerService):
         try:
             req = codec.decode_as("InvitationRequested", rec.value)
         except codec.CodecError as exc:
-            # Nothing to mail and no automation to tell: log loudly and count it.
+            # Nothing to mail and no automation to tell: never skipped, set aside on the
+            # dead-letter topic (its offset is committed only once Kafka has it there).
             log.error("undecodable record on %s partition %d offset %d: %s",
                       tp.topic, tp.partition, rec.offset, exc)
             INVITATIONS_FAILED.labels(reason="undecodable").inc()
+            await self._set_aside(rec, f"The invitation cannot be decoded: {exc}.")
             self._tracker.done(tp, rec.offset)
             return
         INVITATION_AGE.labels(stage="queued").observe(_age(req))
@@ -210,6 +212,20 @@ class InvitationService(ConsumerService):
                                             self.tuning.backoff_max))
         # Not in a `finally`: a cancelled task (shutdown) must leave its offset uncommitted.
         self._tracker.done(tp, rec.offset)
+
+    async def _set_aside(self, rec: ConsumerRecord[bytes, bytes], detail: str) -> None:
+        attempt = 0
+        while True:
+            try:
+                await events.dead_letter(self.producer, self.topics.dlq, rec, "undecodable",
+                                         detail)
+                return
+            except Exception as exc:  # noqa: BLE001 - Kafka trouble: logged, retried
+                attempt += 1
+                log.error("setting aside %s offset %d failed (%s); retrying", rec.topic,
+                          rec.offset, type(exc).__name__)
+                await asyncio.sleep(backoff(attempt, self.tuning.backoff_base,
+                                            self.tuning.backoff_max))
 
     # --- one invitation ---------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from core.kafka import clients
 from core.kafka.clients import Kafka
-from core.kafka.headers import DLQ_AT, DLQ_REASON, integer, replayed_headers, text
+from core.kafka.headers import DLQ_AT, DLQ_REASON, DLQ_TOPIC, integer, replayed_headers, text
 from ops.reading import open_reader, read_records
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ class ReplayFilter:
     until_ms: int | None = None  # exclusive
 
     def matches(self, key: bytes | None, headers: dict[str, bytes], timestamp_ms: int) -> bool:
+        if DLQ_TOPIC in headers:
+            return False  # read from another topic (an undecodable invitation): not a webhook
         if self.automation is not None and key != self.automation.encode():
             return False
         if self.reasons and text(headers.get(DLQ_REASON)) not in self.reasons:

@@ -69,17 +69,20 @@ class StreamsRuntime(mode.Service):
         self.kafka = kafka = KafkaConnection.from_settings(settings)
         self.kafka_gate = ConnectGate(kafka, "the streams worker")
         self.probes = ProbeServer(host, settings.worker_port, self.readiness, name="worker",
-                                  why=self.kafka_gate.why)
+                                  why=self.not_ready_reasons)
         self.topics = Topics(settings.topic_prefix)
         self.topic_gate = TopicGate(settings)
         groups = group_ids(settings.topic_prefix)
         self.config = ConfigCache(kafka, self.topics.config)
+        retries = {"max_attempts": settings.worker_max_attempts,
+                   "backoff_s": settings.worker_retry_backoff_seconds,
+                   "backoff_max_s": settings.worker_retry_backoff_max_seconds}
         self.processor = RawProcessor(kafka, self.topics, groups["raw"],
                                       self.config, settings.day_seconds,
-                                      smtp_utf8=settings.smtp_utf8)
+                                      smtp_utf8=settings.smtp_utf8, **retries)
         state_dir = Path(settings.var_dir) / "scheduler" / settings.topic_prefix.rstrip(".")
         self.scheduler = Scheduler(kafka, self.topics, groups["scheduler"],
-                                   state_dir)
+                                   state_dir, **retries)
         # Consumer lag of every hookstream group (this worker's and the notifier's), served on
         # the worker's /metrics as hookstream_consumer_lag{group,topic,partition}.
         self.lag = LagCollector(kafka, settings.topic_prefix)
@@ -139,19 +142,30 @@ class StreamsRuntime(mode.Service):
         await self.probes.stop()  # last: liveness answers while the worker stops
 
     def readiness(self) -> dict[str, bool | Failed]:
-        """`/readyz`: the topics there, each part started, running and in its consumer
-        group."""
+        """`/readyz`: Kafka answering, the topics there, each part started, running, with its
+        partitions, and making progress (a partition retrying one record, or none assigned
+        long after a rebalance, is not)."""
         raw, scheduler = self.processor, self.scheduler
         return {
             "kafka": self.kafka_gate.ok,
             "topics": self.topic_gate.check(),
             "started": self.started_ok,  # topics there, both loops started
             "config_loaded": self.config.ready.is_set(),
-            "raw_loop": raw.loop.running and raw.failed() is None
-            and raw.loop.assigned.is_set(),
-            "scheduler": scheduler.loop.running and scheduler.failed() is None
-            and scheduler.loop.assigned.is_set(),
+            "raw_loop": raw.failed() is None and raw.loop.health()[0],
+            "scheduler": scheduler.failed() is None and scheduler.loop.health()[0],
         }
+
+    def not_ready_reasons(self) -> dict[str, str]:
+        """Why Kafka or a loop is not ready, for the /readyz answer (and its log)."""
+        out = dict(self.kafka_gate.why())
+        for name, part in (("raw_loop", self.processor), ("scheduler", self.scheduler)):
+            exc = part.failed()
+            ok, why = part.loop.health()
+            if exc is not None:
+                out[name] = f"failed: {type(exc).__name__}"
+            elif not ok:
+                out[name] = why
+        return out
 
 
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> faust.App:

@@ -37,13 +37,17 @@ CONFIG_GRACE_S = 2.0
 
 class RawProcessor:
     def __init__(self, bootstrap: Kafka, topics: Topics, group_id: str, config: ConfigCache,
-                 day_seconds: float, max_records: int = 6000, smtp_utf8: bool = False) -> None:
+                 day_seconds: float, max_records: int = 6000, smtp_utf8: bool = False,
+                 max_attempts: int = 5, backoff_s: float = 0.5,
+                 backoff_max_s: float = 30.0) -> None:
         self.config = config
         self.transformer = Transformer(topics, config.get, day_seconds, smtp_utf8=smtp_utf8)
         self.counts_topic = topics.counts
         self.loop = TransactionalLoop(
-            LoopConfig("streams", bootstrap, group_id, topics.raw, max_records=max_records),
-            self._handle)
+            LoopConfig("streams", bootstrap, group_id, topics.raw, max_records=max_records,
+                       max_attempts=max_attempts, backoff_s=backoff_s,
+                       backoff_max_s=backoff_max_s),
+            self._handle, dead_letter=self._dead_letter)
         self._task: asyncio.Task[None] | None = None
         self._config_changed = asyncio.Event()
         config.add_listener(lambda _id, _snap: self._config_changed.set())
@@ -84,6 +88,17 @@ class RawProcessor:
         outputs += [Output(self.counts_topic, k, v, [])
                     for k, v in tally.drain(int(time.time() * 1000))]
         return outputs, None
+
+    def _dead_letter(self, tp: TopicPartition, r: ConsumerRecord, reason: str,
+                     detail: str) -> list[Output]:
+        """A record the loop gave up on: to the DLQ with an AutomationError (and its count)."""
+        tally = self.transformer.tally
+        tally.clear()  # what the failed attempts counted is not this record's outcome
+        outputs = self.transformer.dead_letter(
+            RawRecord(r.key, r.value, r.headers or (), r.partition, r.offset, r.timestamp),
+            reason, detail)
+        return outputs + [Output(self.counts_topic, k, v, [])
+                          for k, v in tally.drain(int(time.time() * 1000))]
 
     async def _grace(self, r: ConsumerRecord) -> None:
         """Give a fresh record's automation a moment to appear in the config cache."""

@@ -28,7 +28,7 @@ from aiokafka.errors import ProducerFenced
 
 from core.kafka import clients
 from core.kafka.clients import Kafka
-from core.kafka.headers import DUE_AT, header, integer
+from core.kafka.headers import DUE_AT, dead_letter_headers, header, integer
 from core.kafka.topics import Topics
 from core.tasks import cancel_and_wait
 from schemas import codec
@@ -47,7 +47,8 @@ def changelog_topic(topics: Topics) -> str:
 
 class Scheduler:
     def __init__(self, bootstrap: Kafka, topics: Topics, group_id: str, state_dir: Path,
-                 release_batch: int = 2000, tick: float = 0.1) -> None:
+                 release_batch: int = 2000, tick: float = 0.1, max_attempts: int = 5,
+                 backoff_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.changelog = changelog_topic(topics)
@@ -56,8 +57,11 @@ class Scheduler:
         self.tick = tick
         self.stores: dict[int, WaitingStore] = {}
         self.loop = TransactionalLoop(
-            LoopConfig("scheduler", bootstrap, group_id, topics.scheduled),
-            self._ingest, on_assigned=self._assigned, on_revoked=self._revoked)
+            LoopConfig("scheduler", bootstrap, group_id, topics.scheduled,
+                       max_attempts=max_attempts, backoff_s=backoff_s,
+                       backoff_max_s=backoff_max_s),
+            self._ingest, on_assigned=self._assigned, on_revoked=self._revoked,
+            dead_letter=self._dead_letter)
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._offsets: AIOKafkaConsumer | None = None
@@ -119,13 +123,17 @@ class Scheduler:
     async def _ingest(self, tp: TopicPartition, records: list[ConsumerRecord]
                       ) -> tuple[list[Output], AfterCommit | None]:
         rows: list[tuple[str, int, bytes]] = []
+        dead: list[Output] = []
         for r in records:
             parsed = _parse_scheduled(r)
-            if parsed is not None:
+            if isinstance(parsed, str):
+                # Never skipped: set aside on the dead-letter topic, in this transaction.
+                dead += self._dead_letter(tp, r, "undecodable", parsed)
+            else:
                 rows.append(parsed)
         outputs = [Output(self.changelog, inv_id.encode(), value,
                           [(DUE_AT, str(due_at).encode())], tp.partition)
-                   for inv_id, due_at, value in rows]
+                   for inv_id, due_at, value in rows] + dead
 
         async def after(last: dict[TopicPartition, int]) -> None:
             end = last.get(TopicPartition(self.changelog, tp.partition))
@@ -138,6 +146,17 @@ class Scheduler:
             self._wake.set()
 
         return outputs, after
+
+    def _dead_letter(self, tp: TopicPartition, r: ConsumerRecord, reason: str,
+                     detail: str) -> list[Output]:
+        """A delay-topic record set aside: to the DLQ as it came, with why and from where."""
+        metrics.DLQ.labels(reason).inc()
+        log.error("%s offset %d set aside on the dead-letter topic: %s (%s)", tp, r.offset,
+                  reason, detail)
+        headers = dead_letter_headers(r.headers, reason=reason, detail=detail,
+                                      source="scheduler", at_ms=int(time.time() * 1000),
+                                      topic=r.topic)
+        return [Output(self.topics.dlq, r.key or b"", r.value, headers)]
 
     # -- release ----------------------------------------------------------------------------
 
@@ -256,10 +275,10 @@ class Scheduler:
             await consumer.stop()
 
 
-def _parse_scheduled(r: ConsumerRecord) -> tuple[str, int, bytes] | None:
+def _parse_scheduled(r: ConsumerRecord) -> tuple[str, int, bytes] | str:
+    """(invitation id, due at, value), or why the record cannot be scheduled."""
     if r.value is None:
-        log.error("ignoring an empty record on %s at offset %d", r.topic, r.offset)
-        return None
+        return "An empty record on the delay topic: no invitation to schedule."
     # Without (or with an unreadable) due-at header or key, the record itself says.
     due_at = integer(header(r.headers, DUE_AT))
     inv_id = r.key.decode() if r.key else None
@@ -267,9 +286,7 @@ def _parse_scheduled(r: ConsumerRecord) -> tuple[str, int, bytes] | None:
         try:
             rec = codec.decode_as("InvitationRequested", r.value)
         except codec.CodecError as exc:
-            log.error("ignoring an undecodable record on %s at offset %d: %s", r.topic,
-                      r.offset, exc)
-            return None
+            return f"The invitation cannot be decoded: {exc}."
         due_ms = rec["due_at"]
         due_at = int(due_ms.timestamp() * 1000) if hasattr(due_ms, "timestamp") else int(due_ms)
         inv_id = rec["invitation_id"]

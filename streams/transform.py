@@ -10,6 +10,7 @@ headers of the shared contract.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ import orjson
 from automations.bodies import BodyError, parse_body
 from automations.engine import Accepted, FilteredOut, Rejected, compile_automation
 from automations.error_events import automation_error
+from automations.filters import FilterError
 from automations.ids import invitation_id
 from automations.send_window import WindowError, WindowRule
 from automations.snapshot import AutomationSnapshot
@@ -38,6 +40,7 @@ from core.kafka.headers import (
     RECEIVED_AT,
     RECORD_INDEX,
     REQUEST_ID,
+    header,
     integer,
     text,
 )
@@ -66,6 +69,32 @@ _SCHEDULED = metrics.INVITATIONS.labels("scheduled")
 @functools.lru_cache(maxsize=4096)
 def _filtered(automation_id: str) -> Any:
     return metrics.FILTERED.labels(automation_id)
+
+
+# A dead letter larger than this keeps only its head (the producer's batch is 1 MiB; headers
+# and the error ride along): setting a record aside must not fail on its size.
+DLQ_VALUE_MAX = 900 * 1024
+
+
+def record_json(record: Any, body: bytes) -> bytes:
+    """One record of a batch as JSON, for its dead letter; never fails on the record's shape.
+    orjson stops at 255 levels of nesting; the standard library goes deeper; past that, the
+    whole body as received (it holds the record, and the dead letter says which index)."""
+    try:
+        return orjson.dumps(record)
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        pass
+    try:
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"),
+                          default=str).encode("utf-8", "surrogatepass")
+    except (TypeError, ValueError, RecursionError, UnicodeError):
+        return body
+
+
+def dead_letter_value(value: bytes | None) -> bytes:
+    """A dead letter's value: the record as it came, cut to `DLQ_VALUE_MAX` bytes."""
+    value = value or b""
+    return value if len(value) <= DLQ_VALUE_MAX else value[:DLQ_VALUE_MAX]
 
 
 def plain(value: Any) -> Any:
@@ -124,7 +153,14 @@ class Transformer:
             return self._fail(automation_id, body, headers, event_id, None, exc.code,
                               exc.detail, None)
 
-        compiled = compile_automation(snapshot)
+        try:
+            compiled = compile_automation(snapshot)
+        except FilterError as exc:
+            # Saved before the regex engine was RE2 (issue 15), a pattern it cannot run: the
+            # webhook waits on the dead-letter topic until the filter is fixed, rather than
+            # retry a failure that every attempt repeats.
+            return self._fail(automation_id, body, headers, event_id, None, "invalid_filter",
+                              f"The automation's filters cannot be used: {exc}", None)
         window = self._window(snapshot)
         # A body that is its one record goes to the DLQ as received (a form must: its content
         # type travels with it); a record of a JSON batch goes as that record's JSON.
@@ -136,7 +172,7 @@ class Transformer:
             index = fixed_index + i if fixed_index is not None else i
             record_bytes = body if (single or fixed_index is not None) else None
             if type(record) is not dict and not isinstance(record, Mapping):
-                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                out += self._fail(automation_id, record_bytes or record_json(record, body), headers,
                                   event_id, index, "not_object",
                                   f"Record {index} is not a JSON object.", None)
                 continue
@@ -145,7 +181,7 @@ class Transformer:
             except Exception as exc:  # noqa: BLE001 - an engine bug must not stop the stream
                 log.exception("engine failed on %s record %d of event %s", automation_id, index,
                               event_id)
-                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                out += self._fail(automation_id, record_bytes or record_json(record, body), headers,
                                   event_id, index, "internal_error",
                                   f"The record could not be processed ({type(exc).__name__}).",
                                   None)
@@ -154,7 +190,7 @@ class Transformer:
             if kind is Accepted and isinstance(window, WindowError):
                 # Saved valid, unusable here (say, a zone this machine's database lacks): the
                 # record waits on the dead-letter topic rather than go out of its window.
-                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                out += self._fail(automation_id, record_bytes or record_json(record, body), headers,
                                   event_id, index, "invalid_send_window",
                                   f"The automation's send window cannot be used here: "
                                   f"{window}.", None)
@@ -180,11 +216,21 @@ class Transformer:
             elif kind is Rejected:
                 first = verdict.errors[0]
                 detail = " ".join(e.detail for e in verdict.errors)
-                out += self._fail(automation_id, record_bytes or orjson.dumps(record), headers,
+                out += self._fail(automation_id, record_bytes or record_json(record, body), headers,
                                   event_id, index, first.kind, detail, first.field)
             else:  # pragma: no cover - the engine's contract has exactly three verdicts
                 raise TypeError(f"unexpected verdict {verdict!r}")
         return out
+
+    def dead_letter(self, rec: RawRecord, reason: str, detail: str) -> list[Output]:
+        """The dead letter and AutomationError of a record given up on as a whole (the loop's
+        bounded retries): built from its key and headers only, so it cannot fail on it."""
+        headers = list(rec.headers)
+        automation_id = rec.key.decode("utf-8", "replace") if rec.key else ""
+        event_id = text(header(headers, REQUEST_ID)) or \
+            f"{self.topics.raw}/{rec.partition}/{rec.offset}"
+        return self._fail(automation_id, dead_letter_value(rec.value), headers, event_id,
+                          integer(header(headers, RECORD_INDEX)), reason, detail, None)
 
     def _invitation(self, snap: AutomationSnapshot, event_id: str, index: int,
                     verdict: Accepted, received_at: int,

@@ -13,18 +13,28 @@ consumer seeks to the committed offset only after that fence, so it never reads 
 Generic plumbing: it knows `streams.records.Output`, not what a handler does with a batch.
 It runs inside the Faust worker's service tree, but Faust's own exactly-once processing is
 not used (see streams/__init__.py).
+
+Bounded retries (issue 15): a batch that fails is retried from its first offset after a
+backoff (the partition is paused meanwhile; the others go on). A failure that is not the
+broker's (the handler raised, or the outputs cannot be sent) halves the batch until the
+failing record is alone; once that record has failed `max_attempts` times, the loop's
+`dead_letter` builder turns it into dead-letter outputs, committed with the offset past it,
+and the partition moves on. Broker trouble (retriable Kafka errors, connection loss) is
+retried without limit: the record is not at fault. A partition that keeps failing, or a
+loop left without partitions after a rebalance, turns `health()` false with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
 from core.kafka import clients
 from core.kafka.clients import Kafka
@@ -40,6 +50,29 @@ AfterCommit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
 Handler = Callable[[TopicPartition, list[ConsumerRecord]],
                    Awaitable[tuple[list[Output], AfterCommit | None]]]
 PartitionHook = Callable[[TopicPartition], Awaitable[None]]
+# The outputs that replace a record given up on (its DLQ record and error), from the record,
+# a reason code and a sentence naming no respondent value. Must not fail on the record.
+DeadLetter = Callable[[TopicPartition, ConsumerRecord, str, str], list[Output]]
+
+GIVEN_UP = "processing_failed"  # the dead-letter reason of a record given up on
+
+
+def broker_trouble(exc: BaseException) -> bool:
+    """A failure of the broker or the network, not of the record: retried without limit."""
+    if isinstance(exc, KafkaError):
+        return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaConnectionError)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+@dataclass
+class _Failing:
+    """The current failure streak of a partition."""
+
+    offset: int  # the first offset of the failing batch
+    since: float  # monotonic
+    attempts: int = 0  # failures the record is blamed for
+    failures: int = 0  # every failure, broker trouble included (backoff, readiness)
+    error: str = ""
 
 
 @dataclass
@@ -55,14 +88,22 @@ class LoopConfig:
     heartbeat_interval_ms: int = 500
     transaction_timeout_ms: int = 60_000
     extra_producer: dict[str, object] = field(default_factory=dict)
+    # A record that fails this often (one record alone in its batch) is dead-lettered.
+    max_attempts: int = 5
+    backoff_s: float = 0.5  # before the first retry; doubles each failure, up to the cap
+    backoff_max_s: float = 30.0
+    # Readiness turns false after this long without partitions during a rebalance.
+    rebalance_grace_s: float = 30.0
 
 
 class TransactionalLoop:
     def __init__(self, config: LoopConfig, handler: Handler,
                  on_assigned: PartitionHook | None = None,
-                 on_revoked: PartitionHook | None = None) -> None:
+                 on_revoked: PartitionHook | None = None,
+                 dead_letter: DeadLetter | None = None) -> None:
         self.cfg = config
         self.handler = handler
+        self.dead_letter = dead_letter
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
         self.consumer: AIOKafkaConsumer | None = None
@@ -77,6 +118,12 @@ class TransactionalLoop:
         # Bumped on every seek of a partition: a batch fetched before it is not processed.
         self._epoch: dict[TopicPartition, int] = {}
         self._sought: dict[TopicPartition, int] = {}
+        # Bounded retries: the failure streak, the batch size while isolating a failing
+        # record, and until when (monotonic) a failing partition stays paused.
+        self._failing: dict[TopicPartition, _Failing] = {}
+        self._limit: dict[TopicPartition, int] = {}
+        self._paused_until: dict[TopicPartition, float] = {}
+        self._rebalancing_since: float | None = None
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self.cfg.group_id}-{tp.topic}-{tp.partition}"
@@ -104,6 +151,7 @@ class TransactionalLoop:
         """Poll and process until stopped; the caller runs this as a task."""
         assert self.consumer is not None
         while self.running:
+            self._resume_due()
             epochs = dict(self._epoch)
             batches = await self.consumer.getmany(timeout_ms=100,
                                                   max_records=self.cfg.max_records)
@@ -119,8 +167,40 @@ class TransactionalLoop:
                         # from the sought offset rather than process it twice or skip it.
                         self.consumer.seek(tp, self._sought[tp])
                         continue
-                    todo.append(self._process(tp, records))
+                    if tp in self._paused_until:
+                        continue  # fetched before the pause: re-read after the backoff
+                    limit = self._limit.get(tp)
+                    truncated = limit is not None and len(records) > limit
+                    if truncated:
+                        records = records[:limit]  # isolating a failing record
+                    todo.append(self._process(tp, records, truncated))
                 await asyncio.gather(*todo)
+
+    def _resume_due(self) -> None:
+        assert self.consumer is not None
+        now = time.monotonic()
+        for tp, until in list(self._paused_until.items()):
+            if now >= until:
+                del self._paused_until[tp]
+                if tp in self.producers and tp in self.consumer.assignment():
+                    self.consumer.resume(tp)
+
+    def health(self) -> tuple[bool, str]:
+        """(ready, why): running, in its group, and every partition making progress."""
+        if not self.running:
+            return False, f"{self.cfg.name}: stopped"
+        if not self.assigned.is_set():
+            return False, f"{self.cfg.name}: no partitions assigned yet"
+        since = self._rebalancing_since
+        if since is not None and time.monotonic() - since > self.cfg.rebalance_grace_s:
+            return False, (f"{self.cfg.name}: no partitions assigned for "
+                           f"{time.monotonic() - since:.0f} s after a rebalance")
+        stuck = [f"{tp.topic}[{tp.partition}] at offset {f.offset}: {f.failures} failed "
+                 f"attempts for {time.monotonic() - f.since:.0f} s, last {f.error}"
+                 for tp, f in sorted(self._failing.items()) if f.failures >= 2]
+        if stuck:
+            return False, f"{self.cfg.name}: no progress on " + "; ".join(stuck)
+        return True, "ok"
 
     def _seek(self, tp: TopicPartition, offset: int) -> None:
         assert self.consumer is not None
@@ -128,11 +208,14 @@ class TransactionalLoop:
         self._sought[tp] = offset
         self.consumer.seek(tp, offset)
 
-    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord],
+                       truncated: bool = False) -> None:
         assert self.consumer is not None
         producer = self.producers[tp]
+        in_transaction = False
         try:
             outputs, after = await self.handler(tp, records)
+            in_transaction = True
             sent = await send_in_transaction(producer, self._partitions, outputs,
                                              {tp: records[-1].offset + 1}, self.cfg.group_id)
         except asyncio.CancelledError:
@@ -142,20 +225,103 @@ class TransactionalLoop:
             # the partition, so our revocation is under way. Hand over; never fence it back.
             await self.fenced(tp)
             return
-        except Exception:
-            # Nothing of this batch is visible: re-read it with a fresh (fencing) producer.
+        except Exception as exc:  # noqa: BLE001 - retried, isolated, then dead-lettered
+            # Nothing of this batch is visible: re-read it (a failed transaction with a fresh,
+            # fencing producer; a handler failure began none, so the producer is still good).
             metrics.TRANSACTIONS.labels(self.cfg.name, "aborted").inc()
-            log.exception("%s: transaction on %s failed; retrying from offset %d",
-                          self.cfg.name, tp, records[0].offset)
-            await self._reset_partition(tp, records[0].offset)
+            await self._failed(tp, records, exc, renew=in_transaction)
             return
         metrics.TRANSACTIONS.labels(self.cfg.name, "committed").inc()
+        self._progressed(tp, records[-1].offset + 1, truncated)
         if after is not None:
             await after(last_offsets(sent))
 
-    async def _reset_partition(self, tp: TopicPartition, offset: int) -> None:
+    def _progressed(self, tp: TopicPartition, next_offset: int, truncated: bool) -> None:
+        failing = self._failing.get(tp)
+        if failing is not None and next_offset > failing.offset:
+            del self._failing[tp]
+        limit = self._limit.get(tp)
+        if limit is not None:
+            # Past the isolated record: grow back to full batches.
+            if limit * 2 >= self.cfg.max_records:
+                del self._limit[tp]
+            else:
+                self._limit[tp] = limit * 2
+        if truncated:
+            self._seek(tp, next_offset)  # the rest of the fetched batch is read again
+
+    async def _failed(self, tp: TopicPartition, records: list[ConsumerRecord],
+                      exc: Exception, renew: bool) -> None:
+        first = records[0].offset
+        failing = self._failing.get(tp)
+        if failing is None or failing.offset != first:
+            failing = self._failing[tp] = _Failing(first, time.monotonic())
+        failing.failures += 1
+        failing.error = type(exc).__name__
+        broker = broker_trouble(exc)
+        if not broker and len(records) > 1:
+            # Which record? Halve the batch until the failing one is alone (no backoff: the
+            # next attempt is a different, smaller batch).
+            self._limit[tp] = max(1, len(records) // 2)
+            log.warning("%s: a batch of %d records on %s failed at offset %d (%s): "
+                        "retrying in smaller batches", self.cfg.name, len(records), tp, first,
+                        failing.error, exc_info=exc)
+            await self._reset_partition(tp, first, renew)
+            return
+        if not broker:
+            failing.attempts += 1
+        log.error("%s: %s at offset %d failed (attempt %d of %d%s): %s", self.cfg.name, tp,
+                  first, failing.attempts, self.cfg.max_attempts,
+                  ", broker trouble: not counted" if broker else "", failing.error,
+                  exc_info=exc if failing.failures == 1 or not broker else None)
+        if not broker and failing.attempts >= self.cfg.max_attempts and \
+                self.dead_letter is not None:
+            if renew:
+                await self.renew_producer(tp, delay=0)
+            if await self._give_up(tp, records[0], failing, exc):
+                return
+            renew = True  # the dead-letter transaction failed: retried after the backoff
+        delay = min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2 ** (failing.failures - 1))
+        # Broker trouble: a moment before the new producer's InitProducerId, as before
+        # (a producer that cannot start stops the loop: the worker is restarted).
+        await self._reset_partition(tp, first, renew, renew_delay=1.0 if broker else 0.0)
+        self._pause(tp, delay)
+
+    async def _give_up(self, tp: TopicPartition, record: ConsumerRecord, failing: _Failing,
+                       exc: Exception) -> bool:
+        """The record's dead-letter outputs and the offset past it, in one transaction."""
+        assert self.dead_letter is not None
+        detail = (f"The record could not be processed after {failing.attempts} attempts "
+                  f"({type(exc).__name__}); it was set aside so its partition goes on.")
+        try:
+            outputs = self.dead_letter(tp, record, GIVEN_UP, detail)
+            await send_in_transaction(self.producers[tp], self._partitions, outputs,
+                                      {tp: record.offset + 1}, self.cfg.group_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the partition stays stuck (readiness says so)
+            failing.failures += 1
+            log.exception("%s: dead-lettering %s offset %d failed; retrying", self.cfg.name,
+                          tp, record.offset)
+            return False
+        metrics.TRANSACTIONS.labels(self.cfg.name, "dead_lettered").inc()
+        log.error("%s: gave up on %s offset %d after %d attempts: dead-lettered (%s)",
+                  self.cfg.name, tp, record.offset, failing.attempts, GIVEN_UP)
+        del self._failing[tp]
+        self._seek(tp, record.offset + 1)
+        return True
+
+    def _pause(self, tp: TopicPartition, delay: float) -> None:
         assert self.consumer is not None
-        await self.renew_producer(tp)
+        if delay > 0 and tp in self.consumer.assignment():
+            self.consumer.pause(tp)
+            self._paused_until[tp] = time.monotonic() + delay
+
+    async def _reset_partition(self, tp: TopicPartition, offset: int,
+                               renew: bool = True, renew_delay: float = 0.0) -> None:
+        assert self.consumer is not None
+        if renew:
+            await self.renew_producer(tp, delay=renew_delay)
         self._seek(tp, offset)
 
     async def fenced(self, tp: TopicPartition) -> None:
@@ -170,12 +336,15 @@ class TransactionalLoop:
         if tp in self.consumer.assignment():
             self.consumer.pause(tp)
 
-    async def renew_producer(self, tp: TopicPartition) -> None:
-        """Replace a failed producer by a fresh one with the same id (call under the lock)."""
+    async def renew_producer(self, tp: TopicPartition, delay: float = 1.0) -> None:
+        """Replace a failed producer by a fresh one with the same id (call under the lock).
+        `delay`: a broker hiccup, do not spin (the loop's own retries pause the partition
+        instead of sleeping under the lock)."""
         old = self.producers.pop(tp, None)
         if old is not None:
             await _stop_quietly(old)
-        await asyncio.sleep(1.0)  # a broker hiccup: do not spin
+        if delay > 0:
+            await asyncio.sleep(delay)
         try:
             self.producers[tp] = await self.producer_for(tp)
         except Exception:
@@ -189,6 +358,11 @@ class TransactionalLoop:
         assert self.consumer is not None
         async with self.lock:
             mine = set(assigned)
+            self._rebalancing_since = None
+            for state in (self._failing, self._limit, self._paused_until):
+                for tp in [tp for tp in state if tp not in mine]:
+                    del state[tp]  # type: ignore[attr-defined]
+            self._paused_until.clear()  # every partition of ours is resumed below
             # Partitions revoked by this rebalance and given back keep their producer (no
             # other worker owned them meanwhile); the others are let go now.
             for tp in [tp for tp in self._parked if tp not in mine]:
@@ -223,6 +397,8 @@ class TransactionalLoop:
                     self._parked[tp] = producer  # until the assignment: given back or let go
             if revoked:
                 log.info("%s: revoked %s", self.cfg.name, sorted(revoked))
+                if self._rebalancing_since is None:
+                    self._rebalancing_since = time.monotonic()
 
     async def stop(self) -> None:
         self.running = False
@@ -256,6 +432,10 @@ async def send_in_transaction(producer: AIOKafkaProducer, partitions: dict[str, 
     await producer.begin_transaction()
     try:
         sent = await BatchSender(producer, partitions).send_all(outputs)
+        # Every batch delivered before the commit: a batch the broker refuses outright (say,
+        # MessageSizeTooLarge) fails only its own future, and the commit would go through
+        # without it. (The commit waits for these deliveries anyway: no extra latency.)
+        await asyncio.gather(*(s.future for s in sent))
         if offsets:
             await producer.send_offsets_to_transaction(offsets, group_id)
         await producer.commit_transaction()

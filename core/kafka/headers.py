@@ -23,6 +23,9 @@ DLQ_RECORD_INDEX: Final = "dlq-record-index"  # which record of a batch failed
 DLQ_SOURCE: Final = "dlq-source"  # the service that gave up on the record
 DLQ_AT: Final = "dlq-at"  # milliseconds since the epoch
 DLQ_HEADERS: Final = (DLQ_REASON, DLQ_DETAIL, DLQ_RECORD_INDEX, DLQ_SOURCE, DLQ_AT)
+# The topic a dead letter was read from, set when it is not webhooks.raw (an invitation that
+# cannot be decoded): a replay onto webhooks.raw leaves such records alone.
+DLQ_TOPIC: Final = "dlq-topic"
 RAW_HEADERS: Final = (CONTENT_TYPE, RECEIVED_AT, REQUEST_ID, IDEMPOTENCY_KEY)
 
 
@@ -48,6 +51,21 @@ def integer(raw: bytes | None) -> int | None:
         return int(raw)
     except ValueError:
         return None
+
+
+def dead_letter_headers(headers: Sequence[tuple[str, bytes]] | None, *, reason: str,
+                        detail: str, source: str, at_ms: int, index: int | None = None,
+                        topic: str | None = None) -> list[tuple[str, bytes]]:
+    """A dead letter's headers: the record's own (earlier dlq-* ones dropped) and why it was
+    set aside; `topic` when it was read from another topic than webhooks.raw."""
+    out = [(k, v) for k, v in headers or () if k not in DLQ_HEADERS and k != DLQ_TOPIC]
+    out += [(DLQ_REASON, reason.encode()), (DLQ_DETAIL, detail.encode()),
+            (DLQ_SOURCE, source.encode()), (DLQ_AT, str(at_ms).encode())]
+    if index is not None:
+        out.append((DLQ_RECORD_INDEX, str(index).encode()))
+    if topic is not None:
+        out.append((DLQ_TOPIC, topic.encode()))
+    return out
 
 
 def replayed_headers(dlq_headers: dict[str, bytes]) -> list[tuple[str, bytes]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -10,8 +11,11 @@ from hypothesis import strategies as st
 
 from automations.filters import (
     OPERATORS,
+    REGEX_UNSUPPORTED,
     FilterError,
     compile_filter,
+    compile_regex,
+    regex_search,
     validate_filter,
 )
 
@@ -312,7 +316,7 @@ def test_validate_filter_custom_prefix() -> None:
 
 
 def test_regex_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import re
+    import re2 as re
 
     calls = []
     real = re.compile
@@ -400,3 +404,57 @@ def test_verdict_agrees_with_test_and_explains_failures(tree: dict[str, Any],
     assert verdict.passed is f.test(record)
     assert (verdict.failed is None) is verdict.passed
     assert (verdict.failed_redacted is None) is verdict.passed
+
+
+# --- regex on a linear-time engine (issue 15) -------------------------------------------------
+
+def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
+    """`(a+)+$` backtracks exponentially on Python's engine (41 characters froze the worker);
+    on RE2 a 10,000-character value is one pass."""
+    import re2
+
+    f = compile_filter({"field": "v", "op": "regex", "value": "(a+)+$"})
+    pattern = compile_regex("(a+)+$")
+    assert isinstance(pattern, re2._Regexp)  # the engine, not a timing, is the guarantee
+    value = "a" * 10_000 + "!"
+    start = time.perf_counter()
+    assert not f.test({"v": value})
+    assert f.test({"v": "a" * 10_000})
+    assert time.perf_counter() - start < 0.05  # generous: the backtracking engine never ends
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"(?P<x>a)(?P=x)", r"foo(?=bar)", r"foo(?!bar)",
+                                     r"(?<=a)b", r"(?<!a)b", r"a++", r"(?>ab)"])
+def test_syntax_only_a_backtracking_engine_runs_is_refused_by_name(pattern: str) -> None:
+    problems = validate_filter({"field": "a", "op": "regex", "value": pattern})
+    assert len(problems) == 1, problems
+    assert problems[0].field == "filters.value"
+    assert problems[0].code == REGEX_UNSUPPORTED
+    assert "RE2" in problems[0].reason and "does not support" in problems[0].reason
+    with pytest.raises(FilterError):
+        compile_filter({"field": "a", "op": "regex", "value": pattern})
+
+
+def test_python_syntax_re2_shares_still_works() -> None:
+    record = {"email": "Jan.Jansen@Example.NL", "code": "AB-12"}
+    for field, pattern, holds in (("email", r"(?i)@example\.nl$", True),
+                                  ("email", r"^(?P<first>\w+)\.", True),
+                                  ("code", r"\d{2}$", True), ("code", r"[[:alpha:]]{2}-", True),
+                                  ("email", r"^x", False)):
+        got = compile_filter({"field": field, "op": "regex", "value": pattern}).test(record)
+        assert got is holds, pattern
+    problems = validate_filter({"field": "a", "op": "regex", "value": "(unclosed"})
+    assert problems[0].code == "invalid" and "does not compile" in problems[0].reason
+
+
+@pytest.mark.parametrize("pattern", [r"^respondent\d+@example\.com$", "é+$", "(?i)ÉCOLE", "^$",
+                                     r"\bword\b", "a|", "[^a]"])
+@pytest.mark.parametrize("text", ["", "respondent12@example.com", "école", "ÉCOLE é", "a word",
+                                  "ééé", "\ud800x", "b"])
+def test_the_yes_no_search_agrees_with_re2s_own(pattern: str, text: str) -> None:
+    compiled = compile_regex(pattern)
+    try:
+        expected = compiled.search(text) is not None
+    except UnicodeEncodeError:  # the wrapper refuses a lone surrogate; the bytes go through
+        expected = compiled.search(text.encode("utf-8", "surrogatepass")) is not None
+    assert regex_search(compiled)(text) is expected

@@ -119,6 +119,14 @@ async def test_save_time_validation_names_the_problem(admin: httpx.AsyncClient) 
     # A regex that does not compile.
     field, reason = await post(filters={"field": "plan", "op": "regex", "value": "(unclosed"})
     assert field == "filters.value" and "regular expression" in reason
+    # A backreference: Python's engine runs it, the linear-time one (RE2) does not.
+    r = await admin.post("/v1/automations", json={
+        **automation_body(sid, mid), "filters": {"field": "plan", "op": "regex",
+                                                 "value": r"(a)\1"}})
+    assert r.status_code == 422 and r.json()["error"] == "validation_failed", r.text
+    first = r.json()["errors"][0]
+    assert (first["field"], first["code"]) == ("filters.value", "regex_unsupported")
+    assert "backreferences" in first["reason"]
     # A placeholder in the message that names no variable of the survey.
     bad = await make_message(admin, body="Hi {{ first_name }}, {{ survey_link }}")
     field, reason = await post(message_id=bad["id"])

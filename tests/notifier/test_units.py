@@ -367,3 +367,28 @@ async def test_held_rows_wait_resume_once_expire_and_are_dropped_on_delete(
                         gone["invitation_id"]: ("suppressed", True, False)}
     finally:
         await db.close()
+
+
+async def test_consumer_readiness_follows_the_current_assignment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In its group now, not only once (issue 15): a rebalance that does not end, or a
+    stopped consumer, is not ready."""
+    from aiokafka import AIOKafkaConsumer
+
+    from notifier import consuming
+
+    tc = consuming.TrackedConsumer(bootstrap="127.0.0.1:9", group_id="g", topic="t")
+    assert not tc.assigned  # not started
+    tc.consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")  # never started
+    listener = consuming._Rebalance(tc)
+    assert not tc.assigned  # started, no assignment yet
+    await listener.on_partitions_assigned(set())
+    assert tc.assigned  # in the group, even with no partition
+    await listener.on_partitions_revoked(set())
+    assert tc.assigned  # a rebalance under way: within its grace
+    monkeypatch.setattr(consuming, "REBALANCE_GRACE_S", 0.0)
+    assert not tc.assigned  # it did not end: not ready (before, it stayed true for ever)
+    await listener.on_partitions_assigned({TopicPartition("t", 0)})
+    assert tc.assigned
+    await tc.stop()
+    assert not tc.assigned

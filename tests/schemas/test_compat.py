@@ -219,6 +219,25 @@ def test_current_schema_reads_every_committed_version(name: str) -> None:
                                                       and checked == ["working-tree"])
 
 
+HISTORY = sorted(codec.HISTORY_DIR.glob("*.avsc"))
+
+
+@pytest.mark.parametrize("path", HISTORY, ids=[p.name for p in HISTORY])
+def test_current_schema_reads_every_kept_version(path: Path) -> None:
+    """Every version in schemas/history/ (what the codec resolves at run time, whatever git
+    says): named by its real fingerprint, and readable by the current schema."""
+    name, _, hexfp = path.stem.partition(".")
+    assert name in codec.NAMES, path.name
+    old = json.loads(path.read_text())
+    assert codec.fingerprint_of(fastavro.parse_schema(old)).hex() == hexfp, path.name
+    assert incompatibilities(old, codec.load_schema_json(name)) == [], path.name
+
+
+def test_every_schema_has_its_kept_versions_checked() -> None:
+    # The parametrisation above is not empty by accident.
+    assert {p.stem.partition(".")[0] for p in HISTORY} >= {"AutomationSnapshot"}
+
+
 GIT_ID = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
 
 

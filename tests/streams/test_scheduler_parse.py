@@ -46,7 +46,9 @@ def test_without_a_readable_due_at_the_record_itself_says() -> None:
     assert _parse_scheduled(consumed(out, [], None)) == (out.key.decode(), DUE_MS, out.value)
 
 
-def test_an_empty_or_undecodable_record_is_skipped() -> None:
+def test_an_empty_or_undecodable_record_says_why() -> None:
     out = scheduled()
-    assert _parse_scheduled(consumed(replace(out, value=None), [], out.key)) is None
-    assert _parse_scheduled(consumed(replace(out, value=b"junk"), [], out.key)) is None
+    # Not skipped: the reason it cannot be scheduled, for its dead letter.
+    assert "empty record" in _parse_scheduled(consumed(replace(out, value=None), [], out.key))
+    assert "cannot be decoded" in _parse_scheduled(consumed(replace(out, value=b"junk"), [],
+                                                            out.key))

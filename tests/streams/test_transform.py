@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import orjson
@@ -10,7 +11,7 @@ from automations.ids import invitation_id
 from core.kafka.topics import Topics
 from schemas import codec
 from streams.records import RawRecord
-from streams.transform import Transformer
+from streams.transform import DLQ_VALUE_MAX, Transformer, record_json
 from tests.streams.conftest import make_snapshot, raw_headers
 
 TOPICS = Topics("u.")
@@ -120,3 +121,55 @@ def test_a_form_the_worker_cannot_read_is_a_dead_letter_with_the_reason() -> Non
     dlq, err = t.transform(raw(b"email=a%zz", content_type=FORM))
     assert dict(dlq.headers)["dlq-reason"] == b"bad_form" and dlq.value == b"email=a%zz"
     assert "byte 7" in codec.decode_as("AutomationError", err.value)["detail"]
+
+
+# --- the rejected-record path never fails on the record's shape (issue 15) ----------------
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"n": value}
+    return value
+
+
+def test_a_record_nested_deeper_than_orjson_writes_goes_to_the_dlq_whole() -> None:
+    # 300 levels: orjson.dumps refuses past 255, which once made this record retry for ever.
+    out = transformer(a1=make_snapshot("a1")).transform(
+        raw(json.dumps([{"name": "No Mail", "deep": _nested(300)}]).encode(), event="ev-deep"))
+    dlq = next(o for o in out if o.topic == TOPICS.dlq)
+    assert dict(dlq.headers)["dlq-reason"] == b"missing_email"
+    assert dict(dlq.headers)["dlq-record-index"] == b"0"
+    assert json.loads(dlq.value) == {"name": "No Mail", "deep": _nested(300)}
+    errors = [codec.decode_as("AutomationError", o.value) for o in out
+              if o.topic == TOPICS.errors]
+    assert [e["kind"] for e in errors] == ["missing_email"]
+
+
+def test_record_json_falls_back_to_the_body_when_nothing_can_write_the_record() -> None:
+    assert record_json({"a": 1}, b"body") == b'{"a":1}'
+    assert json.loads(record_json(_nested(300), b"body")) == _nested(300)
+    # Deeper than the interpreter recurses: the body as received, which holds the record.
+    assert record_json(_nested(5000), b"the body") == b"the body"
+    assert record_json({"s": "\ud800"}, b"raw") in (b"raw", '{"s":"\ud800"}'.encode(
+        "utf-8", "surrogatepass"))
+
+
+def test_a_dead_letter_is_built_from_key_and_headers_and_cut_to_size() -> None:
+    t = transformer(a1=make_snapshot("a1"))
+    big = b"x" * (DLQ_VALUE_MAX + 10)
+    out = t.dead_letter(raw(big, event="ev-big"), "processing_failed", "Gave up.")
+    dlq, err = out
+    assert dlq.topic == TOPICS.dlq and dlq.key == b"a1" and len(dlq.value) == DLQ_VALUE_MAX
+    assert dict(dlq.headers)["dlq-reason"] == b"processing_failed"
+    error = codec.decode_as("AutomationError", err.value)
+    assert (error["kind"], error["event_id"], error["automation_id"]) == \
+        ("processing_failed", "ev-big", "a1")
+
+
+def test_a_filter_saved_before_re2_that_re2_cannot_run_dead_letters_the_webhook() -> None:
+    snap = replace(make_snapshot("a1"), filters={"field": "email", "op": "regex",
+                                                  "value": "^(?!spam)"})
+    dlq, err = transformer(a1=snap).transform(raw({"email": "x@example.com"}))
+    assert dict(dlq.headers)["dlq-reason"] == b"invalid_filter"
+    assert b"RE2" in dict(dlq.headers)["dlq-detail"]
+    assert codec.decode_as("AutomationError", err.value)["kind"] == "invalid_filter"
