@@ -79,7 +79,8 @@ class StreamsRuntime(mode.Service):
                    "backoff_max_s": settings.worker_retry_backoff_max_seconds}
         self.processor = RawProcessor(kafka, self.topics, groups["raw"],
                                       self.config, settings.day_seconds,
-                                      smtp_utf8=settings.smtp_utf8, **retries)
+                                      smtp_utf8=settings.smtp_utf8,
+                                      max_depth=settings.ingress_max_depth, **retries)
         state_dir = Path(settings.var_dir) / "scheduler" / settings.topic_prefix.rstrip(".")
         self.scheduler = Scheduler(kafka, self.topics, groups["scheduler"],
                                    state_dir, **retries)

@@ -18,6 +18,7 @@ import time
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from automations.bodies import MAX_DEPTH
 from automations.config_cache import ConfigCache
 from core.kafka.clients import Kafka
 from core.kafka.headers import RECEIVED_AT, header, integer
@@ -39,9 +40,10 @@ class RawProcessor:
     def __init__(self, bootstrap: Kafka, topics: Topics, group_id: str, config: ConfigCache,
                  day_seconds: float, max_records: int = 6000, smtp_utf8: bool = False,
                  max_attempts: int = 5, backoff_s: float = 0.5,
-                 backoff_max_s: float = 30.0) -> None:
+                 backoff_max_s: float = 30.0, max_depth: int = MAX_DEPTH) -> None:
         self.config = config
-        self.transformer = Transformer(topics, config.get, day_seconds, smtp_utf8=smtp_utf8)
+        self.transformer = Transformer(topics, config.get, day_seconds, smtp_utf8=smtp_utf8,
+                                       max_depth=max_depth)
         self.counts_topic = topics.counts
         self.loop = TransactionalLoop(
             LoopConfig("streams", bootstrap, group_id, topics.raw, max_records=max_records,

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from automations.bodies import BodyError, parse_body
+from automations.bodies import MAX_DEPTH, BodyError, parse_body
 from automations.engine import Accepted, FilteredOut, Rejected, compile_automation
 from automations.error_events import automation_error
 from automations.filters import FilterError
@@ -110,8 +110,11 @@ def plain(value: Any) -> Any:
 
 class Transformer:
     def __init__(self, topics: Topics, config: ConfigLookup, day_seconds: float,
-                 clock: Callable[[], float] = time.time, smtp_utf8: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, smtp_utf8: bool = False,
+                 max_depth: int = MAX_DEPTH) -> None:
         self.topics = topics
+        # The ingress's nesting cap (HOOKSTREAM_INGRESS_MAX_DEPTH): what it accepted parses.
+        self.max_depth = max_depth
         self.smtp_utf8 = smtp_utf8  # issue 15: may an address have non-ASCII before the @?
         self.config = config
         self.day_ms = day_seconds * 1000.0
@@ -148,7 +151,8 @@ class Transformer:
         content_type = text(hdr.get(CONTENT_TYPE)) or "application/json"
         try:
             # Non-objects in a batch are rejected one by one below, not the whole body.
-            parsed = parse_body(body, content_type, require_objects=False)
+            parsed = parse_body(body, content_type, require_objects=False,
+                                max_depth=self.max_depth)
         except BodyError as exc:
             return self._fail(automation_id, body, headers, event_id, None, exc.code,
                               exc.detail, None)

@@ -13,6 +13,7 @@ import email
 import email.policy
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -30,6 +31,15 @@ from hookstream.local.kafka import LocalKafkaCluster, free_port, pid_alive
 RATE = 100  # webhooks per second
 SECONDS = 32
 KILL_AT, RESTART_AT = 8.0, 20.0
+MAX_IN_FLIGHT = 1500
+
+
+def _enough_descriptors() -> None:
+    """Room for MAX_IN_FLIGHT sockets (the soft limit is often 1024; the hard one allows more)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = MAX_IN_FLIGHT + 512
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
 
 def _children(pid: int) -> set[int]:
@@ -146,7 +156,10 @@ async def _load(url: str, key: str, faults: Faults) -> tuple[set[str], Counter[s
     Returns the accepted addresses, the statuses and the rate at which requests were sent."""
     accepted: set[str] = set()
     statuses: Counter[str] = Counter()
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # Open loop, as integrators send: while the killed broker's partitions wait for a new
+    # leader (fencing takes 6 s here) about RATE * 8 requests are in flight at once; a small
+    # pool would queue them in the client instead (and httpx's pool grows slow when long).
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         async def one(i: int) -> None:
             address = f"r{i}@example.com"
@@ -176,6 +189,7 @@ async def _load(url: str, key: str, faults: Faults) -> tuple[set[str], Counter[s
 def test_pipeline_on_three_brokers_through_a_broker_kill(
         kafka_cluster_sasl: LocalKafkaCluster, topic_prefix: str, tmp_path: Path) -> None:
     cluster = kafka_cluster_sasl
+    _enough_descriptors()
     assert cluster.client.security_protocol == "SASL_SSL"
     stack = Stack(tmp_path, _env(cluster, topic_prefix))
     try:

@@ -134,7 +134,10 @@ def _nested(depth: int) -> dict[str, object]:
 
 def test_a_record_nested_deeper_than_orjson_writes_goes_to_the_dlq_whole() -> None:
     # 300 levels: orjson.dumps refuses past 255, which once made this record retry for ever.
-    out = transformer(a1=make_snapshot("a1")).transform(
+    # (An ingress that allows such depth, HOOKSTREAM_INGRESS_MAX_DEPTH, lets it through.)
+    t = Transformer(TOPICS, {"a1": make_snapshot("a1")}.get, day_seconds=10.0,
+                    clock=lambda: 1000.0, max_depth=1000)
+    out = t.transform(
         raw(json.dumps([{"name": "No Mail", "deep": _nested(300)}]).encode(), event="ev-deep"))
     dlq = next(o for o in out if o.topic == TOPICS.dlq)
     assert dict(dlq.headers)["dlq-reason"] == b"missing_email"
