@@ -165,17 +165,8 @@ class AlertService(ConsumerService):
         if self.producer is None:
             raise RuntimeError("AlertService needs a producer to set undecodable records "
                                "aside")
-        attempt = 0
-        while True:
-            try:
-                await events.dead_letter(self.producer, self.topics.dlq, rec, "undecodable",
-                                         detail)
-                return
-            except Exception as exc:  # noqa: BLE001 - Kafka trouble: logged, retried
-                attempt += 1
-                log.error("setting aside %s offset %d failed (%s); retrying", rec.topic,
-                          rec.offset, type(exc).__name__)
-                await asyncio.sleep(min(30.0, 0.2 * 2 ** attempt))
+        await events.set_aside(self.producer, self.topics.dlq, rec, detail,
+                               lambda attempt: min(30.0, 0.2 * 2 ** attempt))
 
     async def _with_retry(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         attempt = 0

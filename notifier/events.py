@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +14,8 @@ from automations.error_events import automation_error
 from core.kafka.headers import dead_letter_headers
 from core.times import now_ms
 from schemas import codec
+
+log = logging.getLogger(__name__)
 
 
 def outcome(req: dict[str, Any], status: str, *, attempts: int, reason: str | None = None,
@@ -44,3 +49,19 @@ async def dead_letter(producer: AIOKafkaProducer, dlq_topic: str, rec: Any, reas
     headers = dead_letter_headers(rec.headers, reason=reason, detail=detail, source="notifier",
                                   at_ms=now_ms(), topic=rec.topic)
     await producer.send_and_wait(dlq_topic, rec.value, key=rec.key, headers=headers)
+
+
+async def set_aside(producer: AIOKafkaProducer, dlq_topic: str, rec: Any, detail: str,
+                    pause: Callable[[int], float]) -> None:
+    """An undecodable record to the dead-letter topic, retried (after `pause(attempt)`
+    seconds) until the broker has it: never skipped, its offset waits for this."""
+    attempt = 0
+    while True:
+        try:
+            await dead_letter(producer, dlq_topic, rec, "undecodable", detail)
+            return
+        except Exception as exc:  # noqa: BLE001 - Kafka trouble: logged, retried
+            attempt += 1
+            log.error("setting aside %s offset %d failed (%s); retrying", rec.topic,
+                      rec.offset, type(exc).__name__)
+            await asyncio.sleep(pause(attempt))

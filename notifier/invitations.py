@@ -214,18 +214,9 @@ class InvitationService(ConsumerService):
         self._tracker.done(tp, rec.offset)
 
     async def _set_aside(self, rec: ConsumerRecord[bytes, bytes], detail: str) -> None:
-        attempt = 0
-        while True:
-            try:
-                await events.dead_letter(self.producer, self.topics.dlq, rec, "undecodable",
-                                         detail)
-                return
-            except Exception as exc:  # noqa: BLE001 - Kafka trouble: logged, retried
-                attempt += 1
-                log.error("setting aside %s offset %d failed (%s); retrying", rec.topic,
-                          rec.offset, type(exc).__name__)
-                await asyncio.sleep(backoff(attempt, self.tuning.backoff_base,
-                                            self.tuning.backoff_max))
+        t = self.tuning
+        await events.set_aside(self.producer, self.topics.dlq, rec, detail,
+                               lambda attempt: backoff(attempt, t.backoff_base, t.backoff_max))
 
     # --- one invitation ---------------------------------------------------------------
 

@@ -23,18 +23,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from hookstream.local.kafka import free_port, pid_alive
-
-
-def _children(pid: int) -> set[int]:
-    kids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the process ended while we looked
-        if int(fields[1]) == pid:
-            kids.add(int(stat.parent.name))
-    return kids
+from tests.support.processes import children
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -71,15 +60,15 @@ def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
     reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),
                               daemon=True)  # type: ignore[union-attr]
     reader.start()
-    children: set[int] = set()
+    kids: set[int] = set()
     try:
         deadline = time.monotonic() + 180
         while not any(line.startswith("curl ") for line in lines):
             assert up.poll() is None, "hookstream up exited:\n" + "".join(lines)
             assert time.monotonic() < deadline, "no curl line printed:\n" + "".join(lines)
             time.sleep(0.2)
-        children = _children(up.pid)
-        assert len(children) >= 6, children  # sink, admin, ingress, worker, notifier, survey
+        kids = children(up.pid)
+        assert len(kids) >= 6, kids  # sink, admin, ingress, worker, notifier, survey
         curl = next(line for line in lines if line.startswith("curl "))
         assert "hookstream is running." in "".join(lines)
 
@@ -135,10 +124,10 @@ def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
             up.wait(90)
         except subprocess.TimeoutExpired:
             up.kill()
-            for pid in children:
+            for pid in kids:
                 if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
             raise
     assert up.returncode == 0, "".join(lines)
     assert "stopped." in "".join(lines)
-    assert not [pid for pid in children if pid_alive(pid)], "children left running"
+    assert not [pid for pid in kids if pid_alive(pid)], "children left running"
