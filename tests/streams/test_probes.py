@@ -76,7 +76,10 @@ async def test_alive_but_not_ready_while_a_rebalance_is_held_up(
             assert body["checks"] == {"kafka": True, "topics": True, "started": True,
                                       "config_loaded": True,
                                       "raw_loop": False, "scheduler": True}
-            assert body["detail"] == "not ready: raw_loop"
+            # Named, with why (the loop's own words) in the detail and under `reasons`.
+            assert set(body["reasons"]) == {"raw_loop"}, body
+            assert body["detail"] == f"not ready: raw_loop ({body['reasons']['raw_loop']})"
+            assert "no partitions" in body["reasons"]["raw_loop"]
             await asyncio.sleep(0.3)
 
         hold.release.set()  # the rebalance completes: the worker gets its partitions
