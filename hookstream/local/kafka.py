@@ -474,6 +474,15 @@ class LocalKafka:
         return was_running
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is stopped (state T or t in /proc), or the process gone."""
+    try:
+        stats = [p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/stat")]
+    except OSError:
+        return True  # gone (or going) while we looked
+    return all(st.rsplit(")", 1)[-1].split()[0] in ("T", "t") for st in stats)
+
+
 def _reap(pid: int) -> None:
     """Collect the exit status when the broker is our own child (no zombie left behind)."""
     try:
@@ -852,9 +861,14 @@ class LocalKafkaCluster:
         return st
 
     def pause_node(self, node_id: int) -> int:
-        """SIGSTOP node `node_id`: it holds its sockets but answers nothing. Returns its pid."""
+        """SIGSTOP node `node_id` and wait until every thread of it has stopped (the signal is
+        delivered asynchronously: on a loaded machine a thread runs on for a moment). It then
+        holds its sockets but answers nothing. Returns its pid."""
         pid = self._running_pid(node_id)
         os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10.0
+        while not _all_threads_stopped(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return pid
 
     def resume_node(self, node_id: int) -> int:
