@@ -46,7 +46,7 @@ from control_plane.store.unit import Store
 from core.kafka.clients import ConnectGate, KafkaConnection
 from core.kafka.plan import ensure_plan
 from core.kafka.topics import Topics
-from core.serving import probe_routes
+from core.serving import Failed, probe_routes
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -298,12 +298,11 @@ def _probes(cp: AdminBackend) -> list[BaseRoute]:
     """`/healthz`, `/metrics`, and `/readyz`: migrated, config republished, Kafka producer
     started, database answers; the ready body also counts the changes still to publish."""
 
-    async def ready() -> dict[str, bool]:
-        return {"kafka": cp.kafka_gate.ok, "republished": cp.ready,
+    async def ready() -> dict[str, bool | Failed]:
+        return {"kafka": cp.kafka_gate.check(), "republished": cp.ready,
                 "publisher": cp.publisher.started, "database": await cp.database_answers()}
 
-    return probe_routes(ready, extra=lambda: {"pending_publishes": len(cp.publisher.pending)},
-                        why=cp.kafka_gate.why)
+    return probe_routes(ready, extra=lambda: {"pending_publishes": len(cp.publisher.pending)})
 
 
 def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:

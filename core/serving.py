@@ -43,8 +43,6 @@ class Failed(str):
 
 Checks = Mapping[str, bool | Failed]
 ReadyCheck = Callable[[], Checks | Awaitable[Checks]]
-# Why a check fails, in words (say, which Kafka problem): name -> reason, for the 503 body.
-Reasons = Callable[[], Mapping[str, str]]
 
 _JSON = "application/json"
 LIVE_BODY = b'{"status":"ok"}'
@@ -54,17 +52,15 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
     return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
 
 
-async def readiness(check: ReadyCheck, why: Reasons | None = None) -> Response:
-    """The `/readyz` answer for the checks `check` returns (sync or async); `why` adds the
-    failing checks' reasons to a 503."""
+async def readiness(check: ReadyCheck) -> Response:
+    """The `/readyz` answer for the checks `check` returns (sync or async); a check that is a
+    `Failed` puts its reason in the 503's `detail` and `reasons`."""
     result = check()
     got = dict(await result if inspect.isawaitable(result) else result)
     checks = {name: bool(ok) for name, ok in got.items()}
     if all(checks.values()):
         return json_response(200, {"status": "ready", "ready": True, "checks": checks})
     reasons = {name: str(ok) for name, ok in got.items() if isinstance(ok, Failed)}
-    if why is not None:
-        reasons |= {k: v for k, v in why().items() if not checks.get(k)}
     failing = ", ".join(f"{name} ({reasons[name]})" if name in reasons else name
                         for name, ok in checks.items() if not ok)
     body = {"status": "unavailable", "ready": False, "checks": checks,
@@ -75,8 +71,7 @@ async def readiness(check: ReadyCheck, why: Reasons | None = None) -> Response:
 
 
 def probe_routes(ready: ReadyCheck, *, extra: Callable[[], Mapping[str, Any]] | None = None,
-                 registry: CollectorRegistry = REGISTRY,
-                 why: Reasons | None = None) -> list[BaseRoute]:
+                 registry: CollectorRegistry = REGISTRY) -> list[BaseRoute]:
     """`/healthz`, `/readyz` and `/metrics`, to add to any Starlette (or FastAPI) router.
 
     `extra` adds fields to the ready answer's body (say, a count of pending publishes).
@@ -86,7 +81,7 @@ def probe_routes(ready: ReadyCheck, *, extra: Callable[[], Mapping[str, Any]] | 
         return Response(LIVE_BODY, media_type=_JSON)
 
     async def readyz(_: Request) -> Response:
-        response = await readiness(ready, why)
+        response = await readiness(ready)
         if extra is not None and response.status_code == 200:
             body = orjson.loads(response.body)
             body.update(extra())
@@ -133,8 +128,8 @@ class ProbeServer:
 
     def __init__(self, host: str, port: int, ready: ReadyCheck, *,
                  routes: Sequence[BaseRoute] = (), name: str = "service",
-                 why: Reasons | None = None, registry: CollectorRegistry = REGISTRY) -> None:
-        app = Starlette(routes=[*probe_routes(ready, why=why, registry=registry), *routes])
+                 registry: CollectorRegistry = REGISTRY) -> None:
+        app = Starlette(routes=[*probe_routes(ready, registry=registry), *routes])
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 access_log=False, lifespan="off")
         self._server = _EmbeddedServer(config)

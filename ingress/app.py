@@ -118,7 +118,7 @@ class IngressApp:
                          max_records=settings.dry_run_max_records,
                          max_depth=settings.ingress_max_depth)
         probes = probe_routes(self._readiness, registry=self.metrics.registry,
-                              why=self.kafka_gate.why)
+)
         # /metrics on an internal address of its own when one is set: the public address
         # then serves only the webhook routes and the probes.
         self.metrics_server: ProbeServer | None = None
@@ -126,7 +126,7 @@ class IngressApp:
             probes = [r for r in probes if getattr(r, "path", None) != "/metrics"]
             self.metrics_server = ProbeServer(
                 settings.ingress_metrics_host, settings.ingress_metrics_port, self._readiness,
-                name="ingress", registry=self.metrics.registry, why=self.kafka_gate.why)
+                name="ingress", registry=self.metrics.registry)
         hook_route = Route(webhook.route, webhook, methods=["POST"])
         self.asgi = Starlette(
             routes=[hook_route,
@@ -240,7 +240,7 @@ class IngressApp:
 
     async def _readiness(self) -> dict[str, bool | Failed]:
         if not self.kafka_gate.ok:  # the first connection failed: the reason is in the body
-            return {"kafka": False, "topics": False, "config_loaded": False,
+            return {"kafka": self.kafka_gate.check(), "topics": False, "config_loaded": False,
                     "kafka_producer": False}
         producer = await self.publisher.probe()
         return {"topics": self.topic_gate.check(), "config_loaded": self.config_ready,

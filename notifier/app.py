@@ -76,7 +76,7 @@ class Notifier:
         try:
             if self.http:
                 server = ProbeServer(s.metrics_host, s.notifier_port, self.readiness,
-                                     name="notifier", why=self.kafka_gate.why)
+                                     name="notifier")
                 await server.start()
                 stack.push_async_callback(server.stop)
             # Until Kafka answers: said once why not, and /readyz names the reason.
@@ -140,9 +140,8 @@ class Notifier:
         usable. Liveness (`/healthz`) checks none of these: a broker or SMTP outage is waited
         out, not a reason to restart the process."""
         database, smtp = await asyncio.gather(self._database_answers(), self._smtp_usable())
-        return {"kafka": self.kafka_gate.ok, "topics": self.topic_gate.check(), **self.consuming(),
-                "database": database,
-                "smtp": smtp}
+        return {"kafka": self.kafka_gate.check(), "topics": self.topic_gate.check(),
+                **self.consuming(), "database": database, "smtp": smtp}
 
     async def _database_answers(self) -> bool:
         if self.db is None:

@@ -69,7 +69,7 @@ class StreamsRuntime(mode.Service):
         self.kafka = kafka = KafkaConnection.from_settings(settings)
         self.kafka_gate = ConnectGate(kafka, "the streams worker")
         self.probes = ProbeServer(host, settings.worker_port, self.readiness, name="worker",
-                                  why=self.not_ready_reasons)
+)
         self.topics = Topics(settings.topic_prefix)
         self.topic_gate = TopicGate(settings)
         groups = group_ids(settings.topic_prefix)
@@ -148,25 +148,22 @@ class StreamsRuntime(mode.Service):
         long after a rebalance, is not)."""
         raw, scheduler = self.processor, self.scheduler
         return {
-            "kafka": self.kafka_gate.ok,
+            "kafka": self.kafka_gate.check(),
             "topics": self.topic_gate.check(),
             "started": self.started_ok,  # topics there, both loops started
             "config_loaded": self.config.ready.is_set(),
-            "raw_loop": raw.failed() is None and raw.loop.health()[0],
-            "scheduler": scheduler.failed() is None and scheduler.loop.health()[0],
+            "raw_loop": _loop_check(raw),
+            "scheduler": _loop_check(scheduler),
         }
 
-    def not_ready_reasons(self) -> dict[str, str]:
-        """Why Kafka or a loop is not ready, for the /readyz answer (and its log)."""
-        out = dict(self.kafka_gate.why())
-        for name, part in (("raw_loop", self.processor), ("scheduler", self.scheduler)):
-            exc = part.failed()
-            ok, why = part.loop.health()
-            if exc is not None:
-                out[name] = f"failed: {type(exc).__name__}"
-            elif not ok:
-                out[name] = why
-        return out
+
+def _loop_check(part: RawProcessor | Scheduler) -> bool | Failed:
+    """A loop's readiness: running, with its partitions, making progress; else why not."""
+    exc = part.failed()
+    if exc is not None:
+        return Failed(f"failed: {type(exc).__name__}")
+    ok, why = part.loop.health()
+    return True if ok else Failed(why)
 
 
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> faust.App:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.kafka.topics import Topics
-from hookstream.local.kafka import LocalKafkaCluster, scratch_broker
+from hookstream.local.kafka import LocalKafka, LocalKafkaCluster, free_port, scratch_broker
 from tests.support.cluster import sasl_cluster
 
 
@@ -53,6 +53,18 @@ def kafka_cluster_sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
     listener; `.client` has the client settings, `.kill_node`/`.restart_node`/`.pause_node`
     the faults. Started once per session, stopped by pid."""
     yield from sasl_cluster(Path(tmp_path_factory.mktemp("kafka-cluster")))
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
+    """A broker of this test's own: it is stopped mid-test (the session's is shared)."""
+    kafka = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(),
+                       heap="512m", log_level="WARN")
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
 
 
 @pytest.fixture

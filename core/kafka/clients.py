@@ -41,6 +41,8 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import SecretStr
 
+from core.serving import Failed
+
 if TYPE_CHECKING:
     from core.settings import Settings
 
@@ -475,6 +477,10 @@ class ConnectGate:
                 log.warning("%s: Kafka at %s answers now", self.service, self.conn.bootstrap)
             self.ok, self.reason = True, None
             return
+
+    def check(self) -> bool | Failed:
+        """For /readyz: True once Kafka answered; else why not."""
+        return True if self.ok else Failed(self.reason or "not yet connected to Kafka")
 
     def checks(self) -> dict[str, bool]:
         return {"kafka": self.ok}

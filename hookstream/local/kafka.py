@@ -549,18 +549,17 @@ class KafkaClientSettings:
         return {k: v for k, v in values.items() if v is not None}
 
     def aiokafka_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for aiokafka's producer, consumer, admin client or client."""
-        kwargs: dict[str, Any] = {"bootstrap_servers": self.bootstrap,
-                                  "security_protocol": self.security_protocol}
-        if self.ssl_cafile:
-            from aiokafka.helpers import create_ssl_context
+        """Keyword arguments for aiokafka's producer, consumer, admin client or client: the
+        translation of core/kafka/clients.py, the one place that makes it."""
+        from pydantic import SecretStr
 
-            kwargs["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
-        if self.sasl_mechanism:
-            kwargs |= {"sasl_mechanism": self.sasl_mechanism,
-                       "sasl_plain_username": self.sasl_username,
-                       "sasl_plain_password": self.sasl_password}
-        return kwargs
+        from core.kafka.clients import KafkaConnection
+
+        password = None if self.sasl_password is None else SecretStr(self.sasl_password)
+        return KafkaConnection(
+            bootstrap=self.bootstrap, security_protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism, sasl_username=self.sasl_username,
+            sasl_password=password, ssl_cafile=self.ssl_cafile).aiokafka_kwargs()
 
 
 def make_certificates(folder: Path, days: int = 825) -> tuple[Path, Path, str]:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,6 +23,7 @@ from core.logs import (
 )
 from hookstream.local.kafka import LocalKafka, free_port
 from hookstream.local.smtp_sink import SmtpSink
+from tests.support.processes import stop
 
 OUTAGE = 12.0
 
@@ -98,18 +97,6 @@ def test_install_reaches_child_loggers_that_exist() -> None:
         logging.getLogger("hookstream_test_lib").removeFilter(shared)
 
 
-@pytest.fixture
-def own_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
-    """A broker of this test's own: it is stopped mid-test (the session's is shared)."""
-    kafka = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(),
-                       heap="512m", log_level="WARN")
-    kafka.start()
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
-
-
 def _ready(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
@@ -151,12 +138,7 @@ def test_a_broker_outage_is_a_handful_of_lines_with_the_count(own_kafka: LocalKa
             time.sleep(OUTAGE)
             assert proc.poll() is None, log_file.read_text()  # an outage is waited out
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
     # Log records, not lines: a traceback at shutdown (aiokafka leaving its group with the
     # broker gone) is one record of many lines.
     during = [line for line in log_file.read_text(errors="replace").splitlines()[before:]

@@ -8,7 +8,6 @@ cluster; what it writes is read from its output.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from hookstream.local.kafka import LocalKafkaCluster, free_port
+from tests.support.processes import stop
 
 # service command -> the setting naming its probe port
 SERVICES = {"ingress": "HOOKSTREAM_INGRESS_PORT", "worker": "HOOKSTREAM_WORKER_PORT",
@@ -52,12 +52,7 @@ def _run_until_said(service: str, env: dict[str, str], cwd: Path, expect: str
         time.sleep(3)  # long enough for a retry loop to repeat itself, if it would
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     lines = [line for line in log.read_text(errors="replace").splitlines()
              if "cannot connect to Kafka" in line]
     return lines, ready

@@ -27,8 +27,8 @@ import httpx
 import orjson
 import pytest
 
-from hookstream.local.kafka import LocalKafkaCluster, free_port, pid_alive
-from tests.support.processes import children
+from hookstream.local.kafka import LocalKafkaCluster, pid_alive
+from tests.support.processes import children, stack_env
 
 RATE = 100  # webhooks per second
 SECONDS = 32
@@ -91,24 +91,10 @@ class Stack:
 
 
 def _env(cluster: LocalKafkaCluster, prefix: str) -> dict[str, str]:
-    ports = {name: free_port() for name in ("ingress", "admin", "worker", "notifier", "survey",
-                                            "smtp")}
-    return {
-        **os.environ,
-        **cluster.client.env(),
-        "HOOKSTREAM_KAFKA_REPLICATION_FACTOR": "3",
-        "HOOKSTREAM_KAFKA_MIN_INSYNC_REPLICAS": "2",
-        "HOOKSTREAM_TOPIC_PREFIX": prefix,
-        "HOOKSTREAM_INGRESS_PORT": str(ports["ingress"]),
-        "HOOKSTREAM_ADMIN_PORT": str(ports["admin"]),
-        "HOOKSTREAM_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
-        "HOOKSTREAM_SURVEY_PORT": str(ports["survey"]),
-        "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{ports['survey']}/s",
-        "HOOKSTREAM_WORKER_PORT": str(ports["worker"]),
-        "HOOKSTREAM_NOTIFIER_PORT": str(ports["notifier"]),
-        "HOOKSTREAM_SMTP_URL": f"smtp://127.0.0.1:{ports['smtp']}",
-        "HOOKSTREAM_ADMIN_TOKEN": "cluster-admin-token",
-    }
+    env, _ = stack_env(prefix, "cluster-admin-token", **cluster.client.env(),
+                       HOOKSTREAM_KAFKA_REPLICATION_FACTOR="3",
+                       HOOKSTREAM_KAFKA_MIN_INSYNC_REPLICAS="2")
+    return env
 
 
 class Faults(threading.Thread):

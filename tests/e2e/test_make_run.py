@@ -22,8 +22,8 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from hookstream.local.kafka import free_port, pid_alive
-from tests.support.processes import children
+from hookstream.local.kafka import pid_alive
+from tests.support.processes import children, stack_env
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -38,22 +38,8 @@ def _scrape(port: int) -> dict[str, float]:
 
 def test_up_then_curl_line_gives_an_eml(kafka_bootstrap: str, topic_prefix: str,
                                         tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("ingress", "admin", "worker", "notifier", "survey",
-                                            "smtp")}
-    env = {
-        **os.environ,
-        "HOOKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "HOOKSTREAM_TOPIC_PREFIX": topic_prefix,
-        "HOOKSTREAM_INGRESS_PORT": str(ports["ingress"]),
-        "HOOKSTREAM_ADMIN_PORT": str(ports["admin"]),
-        "HOOKSTREAM_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
-        "HOOKSTREAM_SURVEY_PORT": str(ports["survey"]),
-        "HOOKSTREAM_SURVEY_BASE_URL": f"http://127.0.0.1:{ports['survey']}/s",
-        "HOOKSTREAM_WORKER_PORT": str(ports["worker"]),
-        "HOOKSTREAM_NOTIFIER_PORT": str(ports["notifier"]),
-        "HOOKSTREAM_SMTP_URL": f"smtp://127.0.0.1:{ports['smtp']}",
-        "HOOKSTREAM_ADMIN_TOKEN": "e2e-admin-token",
-    }
+    env, ports = stack_env(topic_prefix, "e2e-admin-token",
+                           HOOKSTREAM_KAFKA_BOOTSTRAP=kafka_bootstrap)
     up = subprocess.Popen([sys.executable, "-m", "hookstream.cli", "up"], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []

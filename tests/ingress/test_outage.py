@@ -14,7 +14,7 @@ import pytest
 
 from automations.snapshot import ApiKeyHash
 from core.kafka.topics import Topics, ensure_topics
-from hookstream.local.kafka import LocalKafka, free_port
+from hookstream.local.kafka import LocalKafka
 from ingress.publishing import PublishUnavailable
 from ingress.publishing_rdkafka import RdKafkaPublisher
 from tests.ingress.conftest import (
@@ -28,17 +28,6 @@ from tests.ingress.conftest import (
 )
 
 SEND_TIMEOUT = 3.0
-
-
-@pytest.fixture
-def own_kafka(tmp_path: Path):
-    kafka = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(),
-                       heap="512m", log_level="WARN")
-    kafka.start()
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 async def test_outage_gives_503_never_202_and_recovers(own_kafka: LocalKafka, tmp_path: Path,
