@@ -31,12 +31,12 @@ from tests.ingress.conftest import (
     sha,
     start_app,
 )
-from tests.ingress.test_outage import own_kafka, wait_stopped  # noqa: F401 - a fixture
+from tests.ingress.test_outage import wait_stopped
 from tests.streams.conftest import Worker, decode_invitations, read_topic
 
 
 async def test_retry_with_the_key_after_a_frozen_broker_invites_once(
-        own_kafka: LocalKafka, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+        own_kafka: LocalKafka, tmp_path: Path) -> None:
     state = own_kafka.state()
     assert state is not None
     bootstrap = own_kafka.bootstrap
