@@ -24,11 +24,13 @@ are `bad_form` errors that say at which byte of the body, instead of being let t
 charset parameter (default UTF-8) is honoured; it must be an ASCII-compatible text encoding.
 
 Multipart bodies go through python-multipart's streaming parser. Each part needs
-`Content-Disposition: form-data; name="..."`. Text parts (no Content-Type, or `text/*`,
-decoded with the part's charset, else the body's, else UTF-8) are fields as above. A part with
-a filename, or with another Content-Type, is a file: `unsupported_media_type` naming the field,
-refused as its headers end, before any of its content is looked at. An empty file input
-(`filename=""` with no content, as browsers send an unused file field) is skipped.
+`Content-Disposition: form-data; name="..."`; the name is a quoted string, so a backslash in
+it escapes the next character (as in Starlette, which uses the same parser). Text parts (no
+Content-Type, or `text/*`, decoded with the part's charset, else the body's, else UTF-8) are
+fields as above. A part with a filename, or with another Content-Type, is a file:
+`unsupported_media_type` naming the field, refused as its headers end, before any of its
+content is looked at. An empty file input (`filename=""` with no content, as browsers send an
+unused file field) is skipped.
 
 Error details name fields and byte offsets, never values.
 """
