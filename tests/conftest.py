@@ -1,5 +1,9 @@
 """Shared fixtures: a real Kafka broker, a three-node SASL_SSL cluster (started only for
-the tests that ask for `kafka_cluster_sasl`), and a fresh topic prefix per test.
+the tests that ask for `kafka_cluster_sasl`), a fresh topic prefix per test, and a PostgreSQL
+server for the session (`postgres_url`; `postgres_db` is a fresh database on it).
+
+PostgreSQL: `HOOKSTREAM_TEST_POSTGRES_URL` when set; else a local server from Debian's
+packages (installed with apt-get if missing) started for the session and stopped by pid.
 
 The broker comes from, in order: `HOOKSTREAM_KAFKA_BOOTSTRAP`; testcontainers' Kafka when a
 Docker engine answers; else the local launcher (one broker for the whole session, on free
@@ -9,6 +13,8 @@ ports, in a temporary directory, stopped by pid at the end).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +23,7 @@ import pytest
 
 from core.kafka.topics import Topics
 from hookstream.local.kafka import LocalKafka, LocalKafkaCluster, free_port, scratch_broker
+from tests.support import postgres
 from tests.support.cluster import sasl_cluster
 
 
@@ -76,3 +83,33 @@ def topic_prefix() -> str:
 @pytest.fixture
 def topics(topic_prefix: str) -> Topics:
     return Topics(topic_prefix)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server URL (its database may be used as a maintenance database)."""
+    named = os.environ.get("HOOKSTREAM_TEST_POSTGRES_URL")
+    if named:
+        yield named
+        return
+    # Not under pytest's tmp dir: that is private to root and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="hookstream-pg-"))
+    base.chmod(0o755)
+    try:
+        pg = postgres.start(base / "pg", free_port())
+        try:
+            yield pg.url
+        finally:
+            postgres.stop(pg.data_dir)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (SQLAlchemy URL), dropped after the test."""
+    url, name = postgres.fresh_database(postgres_url)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(postgres_url, name)

@@ -24,11 +24,7 @@ from notifier.app import Notifier
 from notifier.metrics import INVITATION_OUTCOMES, INVITATIONS_FAILED
 from notifier.migrations import migrate
 from notifier.models import Invitation, Respondent
-from tests.control_plane.conftest import (  # noqa: F401 - postgres_url is a fixture
-    _drop_postgres_db,
-    _fresh_postgres_db,
-    postgres_url,
-)
+from tests.support import postgres
 
 from .conftest import FAST, Bus, invitation, make_snapshot, wait_for
 
@@ -133,12 +129,12 @@ def shared_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # noq
         yield url
         return
     server = request.getfixturevalue("postgres_url")
-    url, name = _fresh_postgres_db(server)
+    url, name = postgres.fresh_database(server)
     try:
         migrate(url)
         yield url
     finally:
-        _drop_postgres_db(server, name)
+        postgres.drop_database(server, name)
 
 
 async def _claim(db: store.Db, req: dict, throttle: store.Throttle | None) -> store.SendClaim:

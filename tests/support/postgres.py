@@ -18,8 +18,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
 
 DB_NAME = "hookstream"
 SERVER_GLOB = "/usr/lib/postgresql/*/bin/postgres"
@@ -159,6 +163,23 @@ def stop(data_dir: Path, timeout: float = 30.0) -> bool:
         time.sleep(0.1)
     os.kill(pid, signal.SIGQUIT)  # immediate shutdown: it did not stop in time
     return True
+
+
+def fresh_database(server_url: str) -> tuple[str, str]:
+    """A new, empty database on the server: (its SQLAlchemy URL with psycopg, its name)."""
+    url = make_url(server_url).set(drivername="postgresql+psycopg")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=url.host, port=url.port, user=url.username,
+                         password=url.password, dbname=url.database, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False), name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    url = make_url(server_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username,
+                         password=url.password, dbname=url.database, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main(argv: list[str]) -> int:
