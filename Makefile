@@ -46,8 +46,10 @@ settings-doc: install
 # Tests start what they need themselves: the local Kafka broker (unless
 # HOOKSTREAM_KAFKA_BOOTSTRAP names one) and PostgreSQL (unless HOOKSTREAM_TEST_POSTGRES_URL does).
 # The console's browser tests drive Debian's Chromium, installed here when missing.
+# The alert rules' unit tests run Debian's promtool (package prometheus), installed likewise.
 test: install lint
 	bash tests/support/ensure_chromium.sh
+	bash tests/support/ensure_promtool.sh
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # Screenshots of every wizard step and console page, under var/console-screenshots/

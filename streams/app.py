@@ -32,7 +32,7 @@ from prometheus_client import REGISTRY
 from automations.config_cache import ConfigCache
 from core.kafka import clients
 from core.kafka.clients import ConnectGate, KafkaConnection
-from core.kafka.lag import LagCollector
+from core.kafka.lag import Election, LagCollector
 from core.kafka.plan import TopicGate
 from core.kafka.topics import Topics
 from core.logs import KAFKA_LOGGERS, install_repeat_filter
@@ -52,6 +52,12 @@ def group_ids(prefix: str) -> dict[str, str]:
     """The consumer groups of the worker (for lag monitoring)."""
     return {"faust": app_id(prefix), "raw": f"{app_id(prefix)}.raw",
             "scheduler": f"{app_id(prefix)}.scheduler"}
+
+
+def lag_exporter_group(prefix: str) -> str:
+    """The workers' lag exporter election (core.kafka.lag.Election): commits nothing; under
+    the worker's group prefix, so the worker's group ACL covers it."""
+    return f"{app_id(prefix)}.lag-exporter"
 
 
 def instance_id(settings: Settings) -> str:
@@ -85,8 +91,11 @@ class StreamsRuntime(mode.Service):
         self.scheduler = Scheduler(kafka, self.topics, groups["scheduler"],
                                    state_dir, **retries)
         # Consumer lag of every hookstream group (this worker's and the notifier's), served on
-        # the worker's /metrics as hookstream_consumer_lag{group,topic,partition}.
-        self.lag = LagCollector(kafka, settings.topic_prefix)
+        # the /metrics of one worker at a time as hookstream_consumer_lag{group,topic,partition}:
+        # the workers elect it in a consumer group of their own on the (one-partition, empty)
+        # Faust leader topic, so the lag is counted once however many workers run.
+        self.lag = LagCollector(kafka, settings.topic_prefix, election=Election(
+            kafka, lag_exporter_group(settings.topic_prefix), self.topics.faust_leader))
         self._lag_registered = False
         self.started_ok = False
 

@@ -3,6 +3,12 @@
 `read_lag()` is a one-shot read (the `hookstream lag` command); `LagCollector` keeps the
 last read in memory, refreshes it on an interval, and exports it to Prometheus as
 `hookstream_consumer_lag{group,topic,partition}`, so any service can put it on its /metrics.
+
+Several workers each run a collector; so that the lag is exported once (not once per worker),
+they elect one exporter with Kafka's own group protocol (`Election`): every collector joins
+one consumer group subscribed to a one-partition topic, and the member assigned that
+partition reads and exports the lag; the others read nothing and export nothing until a
+rebalance hands them the partition (the exporter stopped, or died and its session expired).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -24,7 +30,12 @@ from core.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 LAG_METRIC = "hookstream_consumer_lag"
+EXPORTER_METRIC = "hookstream_lag_exporter"
 REQUEST_TIMEOUT_MS = 10_000
+# A dead exporter is replaced once the group coordinator drops it: after the session timeout,
+# plus the survivors' next heartbeat (they learn of the rebalance then) and one lag read.
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 3_000
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,104 @@ async def read_lag(bootstrap: Kafka, prefix: str | None,
         return await reader.read(prefix, groups)
 
 
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, election: Election) -> None:
+        self.election = election
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.election._set(False)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        mine = [tp for tp in assigned if tp.topic == self.election.topic]
+        if self.election._consumer is not None and mine:
+            self.election._consumer.pause(*mine)  # held, never read
+        self.election._set(TopicPartition(self.election.topic, 0) in mine)
+
+
+class Election:
+    """Leader election by Kafka's group protocol, no coordinator of our own: every member
+    joins `group` subscribed to `topic` (one partition, which must exist); the member the
+    group assigns partition 0 to is the leader. A member that stops leaves the group (the
+    partition moves at once); one that dies is dropped by the coordinator after
+    `session_timeout_ms`. Nothing is read (the partition is paused on assignment) nor
+    committed. `changed` is set on every change of `leader`.
+
+    Two members may both believe they lead for a moment (a partitioned leader learns of its
+    eviction only when it reaches the coordinator again): consumers of the exported figures
+    take `max` over the members, which makes such an overlap harmless.
+    """
+
+    def __init__(self, kafka: Kafka, group: str, topic: str, *,
+                 session_timeout_ms: int = SESSION_TIMEOUT_MS,
+                 heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+                 retry_seconds: float = 5.0) -> None:
+        self.kafka = kafka
+        self.group = group
+        self.topic = topic
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.retry_seconds = retry_seconds
+        self.changed = asyncio.Event()
+        self._leader = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def leader(self) -> bool:
+        return self._leader
+
+    def _set(self, leader: bool) -> None:
+        if leader != self._leader:
+            self._leader = leader
+            log.info("%s the consumer lag exporter (group %s)",
+                     "now" if leader else "no longer", self.group)
+            self.changed.set()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="hookstream-lag-election")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        self._set(False)
+        await self._close()
+
+    async def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()  # leaves the group: the partition moves at once
+            except Exception as exc:  # noqa: BLE001 - a broken client is discarded either way
+                log.warning("closing the lag election consumer failed: %s", exc)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._member()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - not leading; join again after a pause
+                log.warning("lag exporter election (group %s) failed, joining again in %.0f s: "
+                            "%s", self.group, self.retry_seconds, exc)
+            self._set(False)
+            await self._close()
+            await asyncio.sleep(self.retry_seconds)
+
+    async def _member(self) -> None:
+        self._consumer = consumer = clients.consumer(
+            self.kafka, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="latest", session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            request_timeout_ms=max(REQUEST_TIMEOUT_MS, self.session_timeout_ms + 5_000))
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        await consumer.start()
+        while True:
+            # Polling keeps the member within max.poll.interval.ms and runs the rebalance
+            # callbacks; the paused partition yields no records.
+            await consumer.getmany(timeout_ms=1_000)
+
+
 class LagCollector(Collector):
     """Prometheus collector of `hookstream_consumer_lag{group,topic,partition}`.
 
@@ -206,26 +315,43 @@ class LagCollector(Collector):
         collector = LagCollector(bootstrap, prefix=settings.topic_prefix)
         prometheus_client.REGISTRY.register(collector)
         await collector.start()          # on shutdown: await collector.stop()
+
+    With an `election`, only its leader reads and exports the lag (the figure is the same
+    from any member, so one is enough, and sums over the members count it once); every
+    member exports `hookstream_lag_exporter` (1 on the leader, 0 elsewhere).
     """
 
     def __init__(self, bootstrap: Kafka, prefix: str | None, groups: Iterable[str] | None = None,
-                 interval: float = 15.0) -> None:
+                 interval: float = 15.0, *, election: Election | None = None) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.groups = list(groups) if groups else None
         self.interval = interval
+        self.election = election
         self.report = LagReport()
         self._task: asyncio.Task[None] | None = None
         self._reader: LagReader | None = None
 
+    @property
+    def exporting(self) -> bool:
+        return self.election is None or self.election.leader
+
     def describe(self) -> Iterator[Metric]:
         yield _family()
+        if self.election is not None:
+            yield _exporter_family()
 
     def collect(self) -> Iterator[Metric]:
         family = _family()
-        for p in self.report.partitions:
-            family.add_metric([p.group, p.topic, str(p.partition)], p.lag)
+        exporting = self.exporting
+        if exporting:
+            for p in self.report.partitions:
+                family.add_metric([p.group, p.topic, str(p.partition)], p.lag)
         yield family
+        if self.election is not None:
+            leader = _exporter_family()
+            leader.add_metric([self.election.group], 1.0 if exporting else 0.0)
+            yield leader
 
     async def refresh(self) -> LagReport:
         if self._reader is None:
@@ -236,15 +362,27 @@ class LagCollector(Collector):
         return self.report
 
     async def _loop(self) -> None:
+        changed = self.election.changed if self.election is not None else asyncio.Event()
         while True:
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep the last values, retry next round
-                log.warning("reading consumer lag failed (keeping the last values): %s", exc)
+            changed.clear()  # a change from here on ends the wait below at once
+            if self.exporting:
+                try:
+                    await self.refresh()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - keep the last values, retry next round
+                    log.warning("reading consumer lag failed (keeping the last values): %s", exc)
+                    await self._drop_reader()
+                timeout: float | None = self.interval
+            else:
+                # Not the exporter: no reads, no lag clients, no stale figures once elected.
+                self.report = LagReport()
                 await self._drop_reader()
-            await asyncio.sleep(self.interval)
+                timeout = None
+            try:
+                await asyncio.wait_for(changed.wait(), timeout)
+            except TimeoutError:
+                pass  # the next round
 
     async def _drop_reader(self) -> None:
         reader, self._reader = self._reader, None
@@ -256,11 +394,15 @@ class LagCollector(Collector):
 
     async def start(self) -> None:
         if self._task is None:
+            if self.election is not None:
+                await self.election.start()
             self._task = asyncio.create_task(self._loop(), name="hookstream-lag-collector")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        if self.election is not None:
+            await self.election.stop()
         await self._drop_reader()
 
 
@@ -269,3 +411,9 @@ def _family() -> GaugeMetricFamily:
     return GaugeMetricFamily("hookstream_consumer_lag", "Records a consumer group still has to "
                              "read, per topic partition (end - committed).",
                              labels=["group", "topic", "partition"])
+
+
+def _exporter_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily("hookstream_lag_exporter", "1 on the one member of the lag "
+                             "exporter election (Kafka consumer group `election`) that exports "
+                             "hookstream_consumer_lag, 0 on the others.", labels=["election"])

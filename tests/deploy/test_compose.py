@@ -1,5 +1,8 @@
 """The Docker deployment files, checked without a Docker engine: structure, images, ports,
-healthchecks, dependency conditions, the one Dockerfile, and no committed admin token."""
+healthchecks, dependency conditions, the one Dockerfile, no committed admin token, and a stack
+that scales (`--scale ingress=2 --scale worker=3 --scale notifier=2`: a load balancer in front
+of the ingress replicas, no host port or identity pinned on a scaled service, every replica
+scraped)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ COMMAND = {"survey": "survey-page"}  # the `hookstream` command of each service,
 PORT_SETTING = {"admin": "ADMIN_PORT", "ingress": "INGRESS_PORT", "worker": "WORKER_PORT",
                 "notifier": "NOTIFIER_PORT", "survey": "SURVEY_PORT"}
 INFRA = ("kafka", "postgres", "mailpit")
+# The services the deployment runs in several replicas, and how many the scaling test assumes.
+SCALED = {"ingress": 2, "worker": 3, "notifier": 2}
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}")
 
 
@@ -135,7 +140,8 @@ def test_hookstream_service(services: dict[str, Any], name: str) -> None:
     command = COMMAND.get(name, name)
     assert svc["command"] in ([command], command)
     port = HOOKSTREAM[name]
-    assert published(svc) == {port: port}
+    # Scaled services publish nothing (replicas would clash on a host port).
+    assert published(svc) == ({} if name in SCALED else {port: port})
     e = env(svc)
     assert e["HOOKSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert re.fullmatch(r"postgresql\+psycopg://hookstream:.+@postgres:5432/hookstream",
@@ -314,3 +320,109 @@ def test_prometheus_and_grafana_are_provisioned(services: dict[str, Any]) -> Non
     # Worker and notifier must listen beyond loopback for Prometheus to scrape them.
     for name in ("worker", "notifier"):
         assert services[name]["environment"].get("HOOKSTREAM_METRICS_HOST") == "0.0.0.0", name
+
+
+def _scaled(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services as `docker compose up --scale ...` would run them: `SCALED[name]` replicas
+    of each scaled service, named like compose names containers."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, svc in services.items():
+        for i in range(1, SCALED.get(name, 1) + 1):
+            out[f"{name}-{i}"] = svc
+    return out
+
+
+def test_scaled_services_pin_nothing_per_replica(services: dict[str, Any]) -> None:
+    """What two replicas of a service cannot share: a host port, a container name, a host
+    name (the worker's static membership id is its host name), a fixed address, a writable
+    volume, an identity given to Kafka (client or transactional id, group instance id)."""
+    identity = re.compile(r"CLIENT_ID|TRANSACTIONAL|INSTANCE_ID|GROUP_INSTANCE", re.I)
+    for name in SCALED:
+        svc = services[name]
+        assert "ports" not in svc, f"{name}: a host port clashes as soon as it is scaled"
+        for key in ("container_name", "hostname", "mac_address"):
+            assert key not in svc, f"{name}: {key} is one per container"
+        networks = svc.get("networks")
+        for network in (networks.values() if isinstance(networks, dict) else []):
+            assert not (network or {}).get("ipv4_address"), f"{name}: a fixed address"
+        for volume in svc.get("volumes", []):
+            spec = volume if isinstance(volume, str) else volume.get("source", "")
+            read_only = (spec.endswith(":ro") if isinstance(volume, str)
+                         else volume.get("read_only"))
+            assert read_only, f"{name}: replicas would share the writable volume {spec}"
+        pinned = sorted(k for k in env(svc) if identity.search(k))
+        assert not pinned, f"{name}: per-replica identities pinned: {pinned}"
+    # The containers `--scale` makes: no host port published twice.
+    hosts = [h for svc in _scaled(services).values() for h in published(svc).values()]
+    assert len(hosts) == len(set(hosts)), hosts
+
+
+def test_notifiers_share_postgresql(services: dict[str, Any]) -> None:
+    """Two notifiers split the due invitations through the database: a SQLite file would be
+    one per container, and every replica would mail every invitation."""
+    url = env(services["notifier"])["HOOKSTREAM_DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://") and "@postgres:" in url
+    assert "postgres" in services["notifier"]["depends_on"]
+
+
+def _haproxy() -> dict[str, list[list[str]]]:
+    """deploy/haproxy/haproxy.cfg as section header -> its lines (split in words)."""
+    sections: dict[str, list[list[str]]] = {}
+    current: list[list[str]] = []
+    for raw in (REPO / "deploy/haproxy/haproxy.cfg").read_text().splitlines():
+        line = raw.split(" #")[0].strip() if not raw.strip().startswith("#") else ""
+        if not line:
+            continue
+        if not raw[0].isspace():
+            current = sections.setdefault(line, [])
+        else:
+            current.append(line.split())
+    return sections
+
+
+def test_a_load_balancer_fronts_the_ingress_replicas(services: dict[str, Any]) -> None:
+    lb = services["lb"]
+    assert lb["image"].split(":")[0] == "haproxy", "an official HAProxy image"
+    port = HOOKSTREAM["ingress"]
+    assert published(lb) == {port: port}, "clients keep reaching the ingress on its port"
+    assert lb["depends_on"] == {"ingress": {"condition": "service_healthy"}}
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in lb["volumes"]}
+    assert mounts == {"./deploy/haproxy/haproxy.cfg": "/usr/local/etc/haproxy/haproxy.cfg"}
+
+    cfg = _haproxy()
+    frontends = [lines for head, lines in cfg.items() if head.startswith("frontend")]
+    binds = {words[1] for lines in frontends for words in lines if words[0] == "bind"}
+    assert f":{port}" in binds
+    monitor = [lines for lines in frontends if ["monitor-uri", "/healthz"] in lines]
+    assert monitor, "the LB's own liveness for its healthcheck"
+    (monitor_bind,) = [w[1] for w in monitor[0] if w[0] == "bind"]
+    assert f"127.0.0.1{monitor_bind}/healthz" in " ".join(lb["healthcheck"]["test"])
+
+    (backend,) = [lines for head, lines in cfg.items() if head == "backend ingress"]
+    templates = [w for w in backend if w[0] == "server-template"]
+    assert len(templates) == 1
+    _, _, slots, target = templates[0][:4]
+    assert target == f"ingress:{port}", "the compose service name: Docker's DNS lists replicas"
+    assert int(slots) >= SCALED["ingress"]
+    assert ["option", "httpchk", "GET", "/readyz"] in backend, "traffic only to ready replicas"
+    default_server = next(w for w in backend if w[0] == "default-server")
+    assert "check" in default_server
+    resolvers = default_server[default_server.index("resolvers") + 1]
+    assert ["nameserver", "dns", "127.0.0.11:53"] in cfg[f"resolvers {resolvers}"]
+    # Never replay a webhook a replica may have published: retry only unsent requests.
+    retry_on = [w for lines in cfg.values() for w in lines if w[0] == "retry-on"]
+    assert retry_on == [["retry-on", "conn-failure"]]
+
+
+def test_prometheus_finds_every_replica(services: dict[str, Any]) -> None:
+    """Each hookstream service is scraped through Docker's DNS (one target per replica), on the
+    port the service listens on."""
+    conf = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in conf["scrape_configs"]}
+    for name, port in HOOKSTREAM.items():
+        job = jobs[name]
+        assert "static_configs" not in job, f"{name}: a static target is one replica"
+        (sd,) = job["dns_sd_configs"]
+        assert sd["names"] == [name] and sd.get("type", "SRV") == "A" and sd["port"] == port
+        assert name in services
+    assert "prometheus" in services and services["prometheus"]["depends_on"]["worker"]
