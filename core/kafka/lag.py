@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -319,16 +320,23 @@ class LagCollector(Collector):
     With an `election`, only its leader reads and exports the lag (the figure is the same
     from any member, so one is enough, and sums over the members count it once); every
     member exports `hookstream_lag_exporter` (1 on the leader, 0 elsewhere).
+
+    A failed read keeps the last figures for up to `stale_after` seconds (default four
+    intervals), then exports none: a leader cut off from Kafka keeps believing it leads
+    (the group moved on without it), and its old figures must not outweigh the new leader's.
     """
 
     def __init__(self, bootstrap: Kafka, prefix: str | None, groups: Iterable[str] | None = None,
-                 interval: float = 15.0, *, election: Election | None = None) -> None:
+                 interval: float = 15.0, *, election: Election | None = None,
+                 stale_after: float | None = None) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.groups = list(groups) if groups else None
         self.interval = interval
         self.election = election
+        self.stale_after = 4 * interval if stale_after is None else stale_after
         self.report = LagReport()
+        self._read_at = 0.0  # time.monotonic() of the last successful read
         self._task: asyncio.Task[None] | None = None
         self._reader: LagReader | None = None
 
@@ -359,6 +367,7 @@ class LagCollector(Collector):
             await reader.start()
             self._reader = reader
         self.report = await self._reader.read(self.prefix, self.groups)
+        self._read_at = time.monotonic()
         return self.report
 
     async def _loop(self) -> None:
@@ -371,7 +380,14 @@ class LagCollector(Collector):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - keep the last values, retry next round
-                    log.warning("reading consumer lag failed (keeping the last values): %s", exc)
+                    if self.report.partitions and \
+                            time.monotonic() - self._read_at > self.stale_after:
+                        log.warning("reading consumer lag failed for over %.0f s: no lag "
+                                    "figures until a read succeeds: %s", self.stale_after, exc)
+                        self.report = LagReport()
+                    else:
+                        log.warning("reading consumer lag failed (keeping the last values): %s",
+                                    exc)
                     await self._drop_reader()
                 timeout: float | None = self.interval
             else:
