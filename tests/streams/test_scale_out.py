@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
+import signal
 import time
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from automations.ids import invitation_id
 from core.kafka.topics import Topics, ensure_topics
 from tests.streams.conftest import (
-    Worker,
     make_snapshot,
     produce_raw,
     publish_snapshot,
@@ -26,7 +27,7 @@ from tests.streams.conftest import (
     webhook,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 PARTITIONS = 6
 PER_HOOK = 5  # records per webhook
@@ -34,13 +35,22 @@ HOOKS_PER_TICK = 10  # every TICK seconds: 50 records, 250 a second
 TICK = 0.2
 
 
-def _raw_partitions(worker: Worker, raw_topic: str) -> set[int]:
-    """The raw topic's partitions the worker's raw loop was given last."""
-    lines = re.findall(r"streams: assigned \[(.*)\]", worker.log_path.read_text())
-    if not lines:
-        return set()
-    return {int(p) for p in re.findall(
-        rf"TopicPartition\(topic='{re.escape(raw_topic)}', partition=(\d+)\)", lines[-1])}
+async def _raw_assignment(bootstrap: str, group: str) -> tuple[str, list[set[int]]]:
+    """The raw group's state and each member's partitions, as the group coordinator has them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (resp,) = await admin.describe_consumer_groups([group])
+        [g] = resp.groups
+        # (error_code, group_id, state, protocol_type, protocol, members, ...); a member ends
+        # with its assignment (bytes, the consumer protocol's encoding).
+        owned = []
+        for member in g[5]:
+            assignment = ConsumerProtocolMemberAssignment.decode(member[-1])
+            owned.append({p for _, parts in assignment.assignment for p in parts})
+        return g[2], owned
+    finally:
+        await admin.close()
 
 
 async def test_workers_scale_from_one_to_three_under_load(
@@ -72,20 +82,25 @@ async def test_workers_scale_from_one_to_three_under_load(
     feeder = asyncio.create_task(feed())
     try:
         await asyncio.sleep(2.0)  # worker 1 alone under load first
-        for w in workers[1:]:
+        for n, w in enumerate(workers[1:], 2):
             w.start()  # joins the group while records flow: a rebalance mid-stream
             await w.wait_ready()
+            print(f"worker {n} ready after {time.monotonic() - started:.1f} s, "
+                  f"{len(sent) * PER_HOOK} records produced")
         # All three in the group: every one owns raw partitions, together all of them.
-        owned = [set[int]() for _ in workers]
+        group = f"{topics.prefix}hookstream-streams.raw"
+        state, owned = "", []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            owned = [_raw_partitions(w, topics.raw) for w in workers]
-            if all(owned) and set().union(*owned) == set(range(PARTITIONS)):
+            state, owned = await _raw_assignment(kafka_bootstrap, group)
+            if state == "Stable" and len(owned) == 3 and all(owned):
                 break
             await asyncio.sleep(0.2)
-        assert all(owned), f"a worker owns no raw partition: {owned}\n" + \
-            "\n".join(w.log_tail(20) for w in workers)
-        assert sum(map(len, owned)) == PARTITIONS, f"partitions owned twice: {owned}"
+        assert state == "Stable" and len(owned) == 3 and all(owned), \
+            f"not three members each with raw partitions: {state} {owned}"
+        assert sorted(p for o in owned for p in o) == list(range(PARTITIONS)), owned
+        print(f"three workers own {[sorted(o) for o in owned]} after "
+              f"{time.monotonic() - started:.1f} s")
         await asyncio.sleep(2.0)  # and the three together under load
     finally:
         stop_feeding.set()
@@ -95,6 +110,9 @@ async def test_workers_scale_from_one_to_three_under_load(
     records = await read_topic(kafka_bootstrap, topics.due,
                                until=lambda rs: len({r.key for r in rs}) >= total,
                                timeout=60, settle=2.0)
+    for w in workers:  # all at once (each commits and leaves its group): a quicker end
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGTERM)
     keys = collections.Counter(r.key.decode() for r in records)
     duplicates = {k: n for k, n in keys.items() if n > 1}
     assert not duplicates, f"{len(duplicates)} invitations twice"
