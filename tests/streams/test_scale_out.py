@@ -27,7 +27,8 @@ from tests.streams.conftest import (
     webhook,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+# `make fleet`, not `make test`: three worker processes take 60-80 s on a busy machine.
+pytestmark = [pytest.mark.kafka, pytest.mark.fleet, pytest.mark.timeout(180)]
 
 PARTITIONS = 6
 PER_HOOK = 5  # records per webhook
