@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from notifier.migrations import migrate
 from notifier.models import Invitation, Respondent
 from notifier.render import message_id_for
 from schemas import codec
+from tests.support.groups import group_assignment
 from tests.support.processes import stop
 
 from .conftest import Bus, invitation, make_snapshot, wait_for
@@ -69,12 +69,6 @@ def two_notifiers(kafka_bootstrap: str, topics: Topics, postgres_db: str, smtp: 
             stop(proc)  # waits for the exit; SIGKILL after 30 s
 
 
-def _assigned(log: Path, topic: str) -> int | None:
-    """The number of `topic` partitions the process was given last (None: not yet)."""
-    found = re.findall(rf"assigned (\d+) partitions of {re.escape(topic)}\b", log.read_text())
-    return int(found[-1]) if found else None
-
-
 async def test_two_notifiers_share_the_work_and_mail_each_invitation_once(
         kafka_bootstrap: str, topics: Topics, postgres_db: str, smtp: SmtpSink,
         two_notifiers: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
@@ -86,14 +80,19 @@ async def test_two_notifiers_share_the_work_and_mail_each_invitation_once(
         snap = make_snapshot()
         await bus.snapshot(snap)  # before the invitations: an unknown automation is waited for
 
-        def split() -> bool:
+        async def split() -> bool:
             for proc, log in two_notifiers:
                 assert proc.poll() is None, log.read_text()[-3000:]
-            counts = [_assigned(log, topics.due) for _, log in two_notifiers]
-            return all(counts) and sum(c or 0 for c in counts) == PARTITIONS
+            state, owned = await group_assignment(
+                kafka_bootstrap, f"{topics.prefix}hookstream-notifier", topics.due)
+            return state == "Stable" and len(owned) == 2 and all(owned) \
+                and sorted(p for o in owned for p in o) == list(range(PARTITIONS))
 
         # Both in the group, the partitions split between them, before any work arrives.
-        await wait_for(split, timeout=40, what="the group to split the partitions")
+        deadline = time.monotonic() + 40
+        while not await split():
+            assert time.monotonic() < deadline, "the group never split the partitions"
+            await asyncio.sleep(0.2)
         print(f"both notifiers in the group after {time.monotonic() - started:.1f} s")
         produced = time.monotonic()
 

@@ -14,8 +14,6 @@ import signal
 import time
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from automations.ids import invitation_id
 from core.kafka.topics import Topics, ensure_topics
@@ -26,6 +24,7 @@ from tests.streams.conftest import (
     read_topic,
     webhook,
 )
+from tests.support.groups import group_assignment
 
 # `make fleet`, not `make test`: three worker processes take 60-80 s on a busy machine.
 pytestmark = [pytest.mark.kafka, pytest.mark.fleet, pytest.mark.timeout(180)]
@@ -34,24 +33,6 @@ PARTITIONS = 6
 PER_HOOK = 5  # records per webhook
 HOOKS_PER_TICK = 10  # every TICK seconds: 50 records, 250 a second
 TICK = 0.2
-
-
-async def _raw_assignment(bootstrap: str, group: str) -> tuple[str, list[set[int]]]:
-    """The raw group's state and each member's partitions, as the group coordinator has them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (resp,) = await admin.describe_consumer_groups([group])
-        [g] = resp.groups
-        # (error_code, group_id, state, protocol_type, protocol, members, ...); a member ends
-        # with its assignment (bytes, the consumer protocol's encoding).
-        owned = []
-        for member in g[5]:
-            assignment = ConsumerProtocolMemberAssignment.decode(member[-1])
-            owned.append({p for _, parts in assignment.assignment for p in parts})
-        return g[2], owned
-    finally:
-        await admin.close()
 
 
 async def test_workers_scale_from_one_to_three_under_load(
@@ -93,7 +74,7 @@ async def test_workers_scale_from_one_to_three_under_load(
         state, owned = "", []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            state, owned = await _raw_assignment(kafka_bootstrap, group)
+            state, owned = await group_assignment(kafka_bootstrap, group, topics.raw)
             if state == "Stable" and len(owned) == 3 and all(owned):
                 break
             await asyncio.sleep(0.2)
