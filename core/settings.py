@@ -29,9 +29,16 @@ class Settings(BaseSettings):
         "comma-separated list of them (a:9092,b:9092).")
     topic_prefix: str = Field(
         "hookstream.", description="Prefix of every topic name (`<prefix>webhooks.raw`, ...).")
+    # Issue 13: 6 splits evenly over 1, 2, 3 or 6 workers and 1, 2, 3 or 6 notifiers.
     topic_partitions: int = Field(
-        3, ge=1, description="Partitions of each topic hookstream creates (the config topic "
-        "always has one).")
+        6, ge=1, description="Partitions of each topic hookstream creates (the config topic "
+        "always has one). The most workers, and the most notifiers, that share the load: a "
+        "consumer group gives each partition to one member, so members beyond this count "
+        "idle. 6 splits evenly over 2 notifiers and 3 workers (or 6). Each partition costs a "
+        "worker one transactional producer per partitioned input it owns (a connection and "
+        "a transaction per batch) and the brokers a log per replica, so more than needed "
+        "makes batches smaller and transactions more; raising it later moves keys to other "
+        "partitions (docs/DEPLOY.md).")
 
     # --- the topic plan (issue 12 item 2; issue 15: the dead-letter topic's retention) ------
     kafka_create_topics: bool = Field(

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from sqlalchemy.exc import IntegrityError
 
 from automations.config_cache import ConfigCache
 from automations.snapshot import AutomationSnapshot
@@ -252,11 +253,23 @@ class InvitationService(ConsumerService):
         if snap is not None and snap.throttle_days > 0:
             throttle = store.Throttle(snap.throttle_days,
                                       timedelta(seconds=snap.throttle_days * self.day_seconds))
+        races = 0
         while True:
-            c = await self.db.tx(store.claim, req, owner=self.owner, lease=self._lease,
-                                  survey_name=snap.survey_name if snap else "",
-                                  message_id=message_id, suppress_reason=suppress,
-                                  throttle=throttle, hold=hold, expiry=self.hold_expiry)
+            try:
+                c = await self.db.tx(store.claim, req, owner=self.owner, lease=self._lease,
+                                      survey_name=snap.survey_name if snap else "",
+                                      message_id=message_id, suppress_reason=suppress,
+                                      throttle=throttle, hold=hold, expiry=self.hold_expiry)
+            except IntegrityError:
+                # Another notifier inserted this invitation (or its respondent) in the same
+                # moment: its row decides; look again (not an error, so not logged as one).
+                # A few times only: a constraint that keeps failing is a real error (_work).
+                races += 1
+                if races > 3:
+                    raise
+                log.debug("invitation %s: claimed elsewhere at the same time; looking again",
+                          req["invitation_id"])
+                continue
             if c.kind != "busy":
                 break
             await asyncio.sleep(self.tuning.busy_poll)  # another notifier is sending it

@@ -54,7 +54,7 @@ def test_page_lists_every_setting_once_with_its_type_and_default() -> None:
         cells = [c.strip() for c in rows[0].strip("|").split(" | ")]
         assert cells[3] == " ".join((field.description or "").split()), env
         assert ("*secret*" in cells[1]) == (field.annotation is SecretStr), env
-    assert "| `HOOKSTREAM_TOPIC_PARTITIONS` | integer, ≥ 1 | `3` |" in page
+    assert "| `HOOKSTREAM_TOPIC_PARTITIONS` | integer, ≥ 1 | `6` |" in page
     assert "| `HOOKSTREAM_INGRESS_CLIENT` | `rdkafka` \\| `aiokafka` | `rdkafka` |" in page
     titles = [ln[3:] for ln in page.splitlines() if ln.startswith("## ")]
     assert titles[0] == "Kafka" and len(titles) == len(set(titles)) > 1

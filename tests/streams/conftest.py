@@ -33,6 +33,11 @@ from schemas import codec
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fleet: several worker processes at once; `make fleet`, "
+                            "deselected by `make test`")
+
+
 def make_snapshot(automation_id: str = "auto-1", **changes: Any) -> AutomationSnapshot:
     """A small enabled automation: e-mail from `email`, three typed variables."""
     snap = AutomationSnapshot(
