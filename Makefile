@@ -9,7 +9,7 @@ LOCK := $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-ha
         --custom-compile-command "make lock" $(LOCK_FLAGS)
 
 .PHONY: install lock run test fleet lint settings-doc kafka-start kafka-stop bench-ingress \
-        bench-streams bench-scheduler bench-notifier console-screenshots clean fleet
+        bench-streams bench-scheduler bench-notifier console-screenshots clean
 
 # The locked versions (runtime and test, with hashes), then the project itself without
 # dependencies: what pyproject.toml declares is only the lower bound.
