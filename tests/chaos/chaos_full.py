@@ -14,7 +14,7 @@ import pytest
 from tests.chaos.fleet import Fleet
 from tests.chaos.rounds import FAULTS, check, round_tag, run_round
 
-RATE = 20
+RATE = 10
 SECONDS = 30
 FAULT_AT = 6.0
 

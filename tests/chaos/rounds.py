@@ -20,10 +20,10 @@ Counted per round (only this round's respondents, `<round>-<n>@example.com`):
 - client_errors: failed attempts (503s, connection errors, timeouts) the clients retried;
   gave_up: respondents whose every attempt failed for GIVE_UP_S;
 - first_ok_s: from the fault to the first 202 to a request sent after it;
-- p50_delay_s: the median of those delays (the round's normal);
+- p50_delay_s: the median of those delays;
 - recovered_s: from the fault to the arrival of the last mail that took longer than the
-  threshold (3x the round's median delay, at least 5 s): when the backlog the fault made
-  was gone; 0 when no mail was late;
+  threshold (twice the median delay of the requests sent before the fault, at least 5 s):
+  when the backlog the fault made was gone; 0 when no mail was late;
 - drained_s: from the end of the load to the last mail.
 """
 
@@ -264,7 +264,8 @@ def run_round(fleet: Fleet, fault: Fault, tag: str, rate: float, seconds: float,
     delays = {a: first_mail[a] - s.first for a, s in accepted.items() if a in first_mail}
     fault_wall = thread.fault_wall or load_end
     p50 = statistics.median(delays.values()) if delays else 0.0
-    threshold = max(5.0, 3 * p50)
+    before = [d for a, d in delays.items() if accepted[a].first < fault_wall]
+    threshold = max(5.0, 2 * statistics.median(before)) if before else max(5.0, 2 * p50)
     late = [first_mail[a] for a, d in delays.items() if d > threshold]
     after_ok = [s.accepted_at for s in accepted.values()
                 if s.first >= fault_wall and s.accepted_at is not None]
