@@ -22,8 +22,10 @@ Counted per round (only this round's respondents, `<round>-<n>@example.com`):
 - first_ok_s: from the fault to the first 202 to a request sent after it;
 - p50_delay_s: the median of those delays;
 - recovered_s: from the fault to the arrival of the last mail that took longer than the
-  threshold (twice the median delay of the requests sent before the fault, at least 5 s):
+  threshold (twice the median delay of the requests mailed before the fault, at least 5 s):
   when the backlog the fault made was gone; 0 when no mail was late;
+- mail_gap_s: the longest time between two mails of the round (the load never pauses, so a
+  long gap is the time nothing was mailed at all);
 - drained_s: from the end of the load to the last mail.
 """
 
@@ -117,6 +119,7 @@ class Result:
     first_ok_s: float | None
     recovered_s: float
     drained_s: float
+    mail_gap_s: float
     sent: int
     errors: dict[str, int] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
@@ -131,7 +134,8 @@ class Result:
                 f"client_errors={self.client_errors} in_window={self.in_window} "
                 f"cross_replica={self.cross_replica} unexplained={self.unexplained} "
                 f"gave_up={self.gave_up} first_ok_s={first_ok} "
-                f"recovered_s={self.recovered_s:.1f} drained_s={self.drained_s:.1f}")
+                f"recovered_s={self.recovered_s:.1f} drained_s={self.drained_s:.1f} "
+                f"mail_gap_s={self.mail_gap_s:.1f} sent={self.sent}")
 
 
 class FaultThread(threading.Thread):
@@ -197,6 +201,9 @@ async def _load(url: str, api_key: str, tag: str, rate: float, seconds: float,
             while len(tasks) < int(elapsed * rate):
                 tasks.append(asyncio.create_task(one(len(tasks))))
             await asyncio.sleep(0.01)
+        # A stalled client loop (two shared cores) still sends the round's full count.
+        while len(tasks) < int(seconds * rate):
+            tasks.append(asyncio.create_task(one(len(tasks))))
         await asyncio.gather(*tasks)
 
 
@@ -264,8 +271,11 @@ def run_round(fleet: Fleet, fault: Fault, tag: str, rate: float, seconds: float,
     delays = {a: first_mail[a] - s.first for a, s in accepted.items() if a in first_mail}
     fault_wall = thread.fault_wall or load_end
     p50 = statistics.median(delays.values()) if delays else 0.0
-    before = [d for a, d in delays.items() if accepted[a].first < fault_wall]
+    # The normal: requests mailed before the fault (those still on their way share its cost).
+    before = [d for a, d in delays.items() if first_mail[a] < fault_wall]
     threshold = max(5.0, 2 * statistics.median(before)) if before else max(5.0, 2 * p50)
+    arrivals = sorted(m.at for copies in mails.values() for m in copies)
+    gap = max((b - a for a, b in zip(arrivals, arrivals[1:], strict=False)), default=0.0)
     late = [first_mail[a] for a, d in delays.items() if d > threshold]
     after_ok = [s.accepted_at for s in accepted.values()
                 if s.first >= fault_wall and s.accepted_at is not None]
@@ -278,7 +288,8 @@ def run_round(fleet: Fleet, fault: Fault, tag: str, rate: float, seconds: float,
         client_errors=retried, gave_up=errors["gave_up"],
         first_ok_s=(min(after_ok) - fault_wall) if after_ok else None,
         recovered_s=max(0.0, max(late) - fault_wall) if late else 0.0,
-        drained_s=max(0.0, last_mail - load_end), sent=len(sent), errors=dict(errors),
+        drained_s=max(0.0, last_mail - load_end), mail_gap_s=gap, sent=len(sent),
+        errors=dict(errors),
         events=thread.events, lost_sample=lost[:20])
 
 
