@@ -217,7 +217,8 @@ class Fleet:
                                     "Idempotency-Key": f"warm-{i}"})
             assert r.status_code == 202, r.text
         while len(list(self.mail_dir.glob("*.eml"))) < n:
-            assert time.monotonic() - t0 < timeout, "the warm-up webhooks were not mailed"
+            assert time.monotonic() - t0 < timeout, "the warm-up webhooks were not mailed:\n" \
+                + "\n".join(f"--- {n}:\n{tail(s.log, 15)}" for n, s in self.services.items())
             time.sleep(0.5)
         return time.monotonic() - t0
 
