@@ -96,7 +96,9 @@ class RepeatFilter(logging.Filter):
         if suppressed:
             record.msg = f"{record.getMessage()} (repeated {suppressed} times in the last " \
                          f"{now - first:.0f} s)"  # type: ignore[operator]
-            record.args = None
+            # Empty, not None: Faust's formatter (mode) wraps a non-tuple as `(args,)`, and
+            # `msg % (None,)` fails, losing the line (seen in the chaos suite's broker kill).
+            record.args = ()
         return True
 
 

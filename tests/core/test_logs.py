@@ -85,6 +85,23 @@ def test_repeat_filter_collapses_one_call_site_per_interval_and_reports_the_coun
     assert not f.filter(_record("Unable connect to %s: %s", "node-2", "Connection refused"))
 
 
+def test_a_collapsed_record_formats_under_fausts_formatter() -> None:
+    """Faust's workers log through mode's formatter, which wraps non-tuple args as `(args,)`:
+    the line with the count must still format (it once became a `--- Logging error ---`)."""
+    from mode.utils.logging import ExtensionFormatter
+
+    clock = _Clock()
+    f = RepeatFilter(interval=10.0, clock=clock)
+    assert f.filter(_record("Heartbeat failed for group %s", "g"))
+    clock.now += 1.0
+    assert not f.filter(_record("Heartbeat failed for group %s", "g"))
+    clock.now += 10.0
+    record = _record("Heartbeat failed for group %s", "g")
+    assert f.filter(record)
+    line = ExtensionFormatter(fmt="%(message)s").format(record)
+    assert line == "Heartbeat failed for group g (repeated 1 times in the last 11 s)"
+
+
 def test_install_reaches_child_loggers_that_exist() -> None:
     child = logging.getLogger("hookstream_test_lib.deep.child")
     shared = install_repeat_filter(["hookstream_test_lib"], interval=60.0)
