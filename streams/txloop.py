@@ -22,6 +22,13 @@ failing record is alone; once that record has failed `max_attempts` times, the l
 and the partition moves on. Broker trouble (retriable Kafka errors, connection loss) is
 retried without limit: the record is not at fault. A partition that keeps failing, or a
 loop left without partitions after a rebalance, turns `health()` false with the reason.
+
+Fenced (issue 13): a transaction refused because another producer initialised the
+partition's id pauses the partition; normally the group's revocation follows. If after a
+session timeout the group still gives us the partition and no rebalance is under way, the
+fencer was a member of an earlier generation (we were out of the group meanwhile and got the
+partition back with a stale producer): the partition is taken back as an assignment does,
+instead of staying paused for ever.
 """
 
 from __future__ import annotations
@@ -124,6 +131,8 @@ class TransactionalLoop:
         self._limit: dict[TopicPartition, int] = {}
         self._paused_until: dict[TopicPartition, float] = {}
         self._rebalancing_since: float | None = None
+        # Fenced partitions: when (monotonic) to take one back if the group still gives it us.
+        self._fenced: dict[TopicPartition, float] = {}
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self.cfg.group_id}-{tp.topic}-{tp.partition}"
@@ -152,6 +161,8 @@ class TransactionalLoop:
         assert self.consumer is not None
         while self.running:
             self._resume_due()
+            if self._fenced:
+                await self._reclaim_fenced()
             epochs = dict(self._epoch)
             batches = await self.consumer.getmany(timeout_ms=100,
                                                   max_records=self.cfg.max_records)
@@ -195,7 +206,9 @@ class TransactionalLoop:
         if since is not None and time.monotonic() - since > self.cfg.rebalance_grace_s:
             return False, (f"{self.cfg.name}: no partitions assigned for "
                            f"{time.monotonic() - since:.0f} s after a rebalance")
-        stuck = [f"{tp.topic}[{tp.partition}] at offset {f.offset}: {f.failures} failed "
+        stuck = [f"{tp.topic}[{tp.partition}] fenced by another producer"
+                 for tp in sorted(self._fenced)]
+        stuck += [f"{tp.topic}[{tp.partition}] at offset {f.offset}: {f.failures} failed "
                  f"attempts for {time.monotonic() - f.since:.0f} s, last {f.error}"
                  for tp, f in sorted(self._failing.items()) if f.failures >= 2]
         if stuck:
@@ -335,6 +348,42 @@ class TransactionalLoop:
             await _stop_quietly(producer)
         if tp in self.consumer.assignment():
             self.consumer.pause(tp)
+            self._fenced[tp] = time.monotonic() + self.cfg.session_timeout_ms / 1000
+
+    async def _reclaim_fenced(self) -> None:
+        """Take back a fenced partition the group still gives us a session timeout later
+        (see the module's docstring): a fresh producer (which fences the stale one's
+        successor), then the committed offset, as `partitions_assigned` does."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        if self._rebalancing_since is not None or all(at > now for at in self._fenced.values()):
+            return
+        async with self.lock:
+            for tp in [tp for tp, at in self._fenced.items() if at <= now]:
+                del self._fenced[tp]
+                if tp not in self.consumer.assignment() or tp in self.producers:
+                    continue  # revoked meanwhile, or reassigned (with a fresh producer)
+                log.warning("%s: %s is still ours %.0f s after it was fenced: taking it back",
+                            self.cfg.name, tp, self.cfg.session_timeout_ms / 1000)
+                try:
+                    self.producers[tp] = await self.producer_for(tp)
+                    self._seek(tp, await self._committed(tp))
+                except Exception:  # noqa: BLE001 - tried again a session timeout later
+                    log.exception("%s: taking %s back failed", self.cfg.name, tp)
+                    producer = self.producers.pop(tp, None)
+                    if producer is not None:
+                        await _stop_quietly(producer)
+                    self._fenced[tp] = time.monotonic() + self.cfg.session_timeout_ms / 1000
+                    continue
+                self.consumer.resume(tp)
+
+    async def _committed(self, tp: TopicPartition) -> int:
+        """The partition's committed offset (read after the fence: final), else its start."""
+        assert self.consumer is not None
+        committed = await self.consumer.committed(tp)
+        if committed is None:
+            committed = (await self.consumer.beginning_offsets([tp]))[tp]
+        return committed
 
     async def renew_producer(self, tp: TopicPartition, delay: float = 1.0) -> None:
         """Replace a failed producer by a fresh one with the same id (call under the lock).
@@ -359,6 +408,7 @@ class TransactionalLoop:
         async with self.lock:
             mine = set(assigned)
             self._rebalancing_since = None
+            self._fenced.clear()  # every partition of ours gets a producer and a seek below
             for state in (self._failing, self._limit, self._paused_until):
                 for tp in [tp for tp in state if tp not in mine]:
                     del state[tp]  # type: ignore[attr-defined]
@@ -378,12 +428,9 @@ class TransactionalLoop:
             for tp in sorted(mine):
                 self.consumer.resume(tp)  # in case an earlier fence paused it
                 # Fenced first, then read: the committed offset is final for this partition.
-                committed = await self.consumer.committed(tp)
-                if committed is None:
-                    committed = (await self.consumer.beginning_offsets([tp]))[tp]
                 # seek() (unlike the asynchronous seek_to_beginning) drops records fetched
                 # from an earlier position, so none of them is processed twice.
-                self._seek(tp, committed)
+                self._seek(tp, await self._committed(tp))
             if self.on_assigned is not None:
                 await asyncio.gather(*map(self.on_assigned, sorted(mine)))
             log.info("%s: assigned %s", self.cfg.name, sorted(mine))
