@@ -143,6 +143,19 @@ class Transformer:
         # are immutable; a new version is a new object): one dict lookup a record instead of
         # the engine's locked LRU, the window and the static Avro fields one by one.
         self._plans: dict[int, _Plan] = {}
+        # Accepted records and due / scheduled invitations not yet added to their Prometheus
+        # counters: a counter's inc takes a lock (~0.5 us); the raw loop flushes once a batch.
+        self._accepted = self._due = self._scheduled = 0
+
+    def flush_metrics(self) -> None:
+        """Add the counts kept since the last flush to the Prometheus counters."""
+        if self._accepted:
+            _ACCEPTED.inc(self._accepted)
+        if self._due:
+            _DUE.inc(self._due)
+        if self._scheduled:
+            _SCHEDULED.inc(self._scheduled)
+        self._accepted = self._due = self._scheduled = 0
 
     def _plan(self, snap: AutomationSnapshot) -> _Plan:
         plan = self._plans.get(id(snap))
@@ -256,7 +269,9 @@ class Transformer:
             elif kind is Accepted:
                 out.append(self._invitation(snapshot, event_id, index, verdict, received_at,
                                             window, plan.static))
-                _ACCEPTED.inc()
+                self._accepted += 1
+                if self._accepted >= 1024:
+                    self.flush_metrics()  # a caller that never flushes still counts
                 self.tally.invited(automation_id)
             elif kind is FilteredOut:
                 _filtered(automation_id).inc()
@@ -309,10 +324,10 @@ class Transformer:
                 "received_at": received_at, "due_at": due_at, "delay_days": delay,
             })
         if delay > 0 or held:
-            _SCHEDULED.inc()
+            self._scheduled += 1
             return Output(self.topics.scheduled, inv_id.encode(), value,
                           [(DUE_AT, str(due_at).encode())])
-        _DUE.inc()
+        self._due += 1
         return Output(self.topics.due, inv_id.encode(), value, [])
 
     # -- send windows (issue 16) -------------------------------------------------------------
