@@ -10,9 +10,12 @@ last output record (their timestamps), so start-up is not counted.
 - streams-regex: the worker again, the automation with a fourth filter condition, a regex on
   the e-mail address (RE2, issue 15; the target is within 10% of the streams line).
 Each run uses fresh topics (deleted afterwards). Prints, with medians of RUNS runs:
-`streams_eps=… baseline_eps=… ratio=… worker_peak_rss_mib=…`, then
-`streams_regex_eps=… streams_eps=… regex_ratio=… streams_regex_per_cpu_s=… …`.
-Uses HOOKSTREAM_KAFKA_BOOTSTRAP if set, else starts (and stops) a local broker.
+`streams_eps=… streams_per_cpu_s=… worker_peak_rss_mib=…` (records per CPU second of the
+worker: issue 17 compares it with Kafka Streams), `streams_eps=… baseline_eps=… ratio=…`,
+then `streams_regex_eps=… streams_eps=… regex_ratio=… streams_regex_per_cpu_s=… …`.
+`--kinds streams` runs the worker alone; BENCH_PYSPY=<dir> samples each run with py-spy
+(bench/README.md). Uses HOOKSTREAM_KAFKA_BOOTSTRAP if set, else starts (and stops) a local
+broker.
 """
 
 from __future__ import annotations
