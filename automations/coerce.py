@@ -146,13 +146,19 @@ _DAY_FIRST_RE: Final = re.compile(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{4})")
 
 
 def _date(v: Any, _: Variable) -> str:
+    if type(v) is str:
+        return _date_text(v.strip())
     if isinstance(v, datetime):
         return v.date().isoformat()
     if isinstance(v, date):
         return v.isoformat()
-    if type(v) is not str:
-        raise Unfit(_kind(v))
-    s = v.strip()
+    raise Unfit(_kind(v))
+
+
+# Records share their dates (a sign-up day, a birthday): read each text once. Refused texts
+# raise and are not cached; the LRU bounds the rest.
+@functools.lru_cache(maxsize=4096)
+def _date_text(s: str) -> str:
     try:
         if len(s) == 10 and _ISO_DATE_RE.fullmatch(s):
             return date.fromisoformat(s).isoformat()

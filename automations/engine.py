@@ -41,7 +41,9 @@ class RecordError:
         return {"kind": self.kind, "field": self.field, "detail": self.detail}
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (one per accepted record: a frozen __init__ costs three times as much); it holds
+# dicts, so it was never hashable, and nothing changes it after `process` returns it.
+@dataclass(slots=True)
 class Accepted:
     email: str
     variables: dict[str, Any]

@@ -446,12 +446,25 @@ def _make_test(op: str, value: Any, case_sensitive: bool) -> Test:
         return eq if op == "eq" else (lambda v: not eq(v))
     if op in ("in", "not_in"):
         operands = [_Operand(x, case_sensitive) for x in value]
+        # A list of plain texts (no date among them): a text value equals one of them exactly
+        # when its normalised form is in their set (what `_equals` does for a text against a
+        # text operand), one hash lookup instead of a generator over the operands.
+        texts = frozenset(o.text for o in operands) if all(
+            type(o.raw) is str and o.temporal is None for o in operands) else None
 
         def is_in(v: Any) -> bool:
             if v is MISSING:
                 return False
+            if texts is not None and type(v) is str:
+                return norm(v.strip()) in texts
+            return is_in_reference(v)
+
+        def is_in_reference(v: Any) -> bool:
+            if v is MISSING:
+                return False
             items = v if type(v) is list else (v,)
             return any(_equals(x, o, norm) for x in items for o in operands)
+        is_in.reference = is_in_reference  # type: ignore[attr-defined]  # the parity test
         return is_in if op == "in" else (lambda v: not is_in(v))
     if op == "contains":
         o = _Operand(value, case_sensitive)

@@ -154,6 +154,12 @@ def compile_take_in(mode: FieldsMode, paths: Iterable[str]) -> Callable[[dict[st
     if mode == "exclude":
         if not trie:
             return lambda record: record
+        if all(sel is WHOLE for sel in trie.values()):
+            # Only whole top-level fields left out (the usual exclude list): one dict
+            # comprehension, the same result as `_exclude` (a parity property test).
+            dropped = frozenset(trie)
+            return lambda record: {k: v for k, v in record.items() if k not in dropped} \
+                if type(record) is dict else _exclude(record, trie)
         return lambda record: _exclude(record, trie)
     raise ValueError(f"fields mode must be 'include' or 'exclude', not {mode!r}")
 

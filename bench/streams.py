@@ -10,9 +10,12 @@ last output record (their timestamps), so start-up is not counted.
 - streams-regex: the worker again, the automation with a fourth filter condition, a regex on
   the e-mail address (RE2, issue 15; the target is within 10% of the streams line).
 Each run uses fresh topics (deleted afterwards). Prints, with medians of RUNS runs:
-`streams_eps=… baseline_eps=… ratio=… worker_peak_rss_mib=…`, then
-`streams_regex_eps=… streams_eps=… regex_ratio=… streams_regex_per_cpu_s=… …`.
-Uses HOOKSTREAM_KAFKA_BOOTSTRAP if set, else starts (and stops) a local broker.
+`streams_eps=… streams_per_cpu_s=… worker_peak_rss_mib=…` (records per CPU second of the
+worker: issue 17 compares it with Kafka Streams), `streams_eps=… baseline_eps=… ratio=…`,
+then `streams_regex_eps=… streams_eps=… regex_ratio=… streams_regex_per_cpu_s=… …`.
+`--kinds streams` runs the worker alone; BENCH_PYSPY=<dir> samples each run with py-spy
+(bench/README.md). Uses HOOKSTREAM_KAFKA_BOOTSTRAP if set, else starts (and stops) a local
+broker.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +52,7 @@ from core.kafka.topics import Topics, ensure_topics  # noqa: E402
 from schemas import codec  # noqa: E402
 
 AUTOMATION = "bench-automation"
+KINDS = ("streams", "baseline", "streams-regex")
 # The regex line's extra condition: every bench record matches it, so the work is the same.
 REGEX_CONDITION = {"field": "email", "op": "regex", "value": r"^respondent\d+@example\.com$"}
 
@@ -159,10 +165,14 @@ async def one_run(bootstrap: str, n: int, kind: str, tmp: Path) -> tuple[float, 
         (str(Path(__file__).resolve()), "--baseline-child")
     proc = WorkerProcess(bootstrap, prefix, tmp / prefix, command=command, name=kind)
     proc.start()
+    spy = pyspy(proc, kind)
     try:
         count, seconds, cpu = await wait_outputs(bootstrap, topics.due, n, 600, proc)
         rss = proc.rss_kib()
     finally:
+        if spy is not None and spy.poll() is None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            spy.wait(60)
         proc.stop()
         await delete_topics(bootstrap, topics)
     eps = count / seconds if seconds > 0 else float("inf")
@@ -172,6 +182,21 @@ async def one_run(bootstrap: str, n: int, kind: str, tmp: Path) -> tuple[float, 
           f"({count / max(cpu, 1e-9):,.0f} per CPU-s), peak RSS {rss / 1024:.0f} MiB",
           flush=True)
     return eps, rss, count / max(cpu, 1e-9)
+
+
+def pyspy(proc: WorkerProcess, kind: str) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PYSPY=<dir>: py-spy samples the run (attached, non-blocking, so the worker
+    is not paused) into <dir>/<kind>-<pid>.txt, collapsed stacks (`flamegraph.pl` or
+    speedscope read them; bench/README.md sums them by stage)."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out or proc.proc is None:
+        return None
+    path = Path(out) / f"{kind}-{proc.proc.pid}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "-r", "100",
+         "-f", "raw", "-o", str(path), "-p", str(proc.proc.pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def baseline_child() -> None:
@@ -212,36 +237,45 @@ async def baseline_child() -> None:
         await config.stop()
 
 
-async def main(n: int, runs: int) -> None:
+async def main(n: int, runs: int, kinds: tuple[str, ...] = KINDS) -> None:
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp:
-        streams, baseline, regex, rss = [], [], [], []
-        streams_cpu, regex_cpu = [], []
+        eps: dict[str, list[float]] = {k: [] for k in kinds}
+        per_cpu: dict[str, list[float]] = {k: [] for k in kinds}
+        rss: list[int] = []
         for run in range(runs):
             print(f"run {run + 1}/{runs}", flush=True)
-            eps, peak, per_cpu = await one_run(bootstrap, n, "streams", Path(tmp))
-            streams.append(eps)
-            streams_cpu.append(per_cpu)
-            rss.append(peak)
-            baseline.append((await one_run(bootstrap, n, "baseline", Path(tmp)))[0])
-            eps, _, per_cpu = await one_run(bootstrap, n, "streams-regex", Path(tmp))
-            regex.append(eps)
-            regex_cpu.append(per_cpu)
-        s, b, r = (statistics.median(streams), statistics.median(baseline),
-                   statistics.median(regex))
-        sc, rc = statistics.median(streams_cpu), statistics.median(regex_cpu)
-        print(f"streams_eps={s:.0f} baseline_eps={b:.0f} ratio={s / b:.2f} "
-              f"worker_peak_rss_mib={max(rss) / 1024:.0f} records={n} runs={runs}")
-        # Records per CPU second too: on a shared machine the wall-clock rates swing with
-        # the neighbours, what one busy core does per record does not.
-        print(f"streams_regex_eps={r:.0f} streams_eps={s:.0f} regex_ratio={r / s:.2f} "
-              f"streams_regex_per_cpu_s={rc:.0f} streams_per_cpu_s={sc:.0f} "
-              f"regex_cpu_ratio={rc / sc:.2f} records={n} runs={runs}")
+            for kind in kinds:
+                e, peak, c = await one_run(bootstrap, n, kind, Path(tmp))
+                eps[kind].append(e)
+                per_cpu[kind].append(c)
+                if kind == "streams":
+                    rss.append(peak)
+        med = {k: statistics.median(v) for k, v in eps.items()}
+        cpu = {k: statistics.median(v) for k, v in per_cpu.items()}
+        if "streams" in kinds:
+            # Records per CPU second: on a shared machine the wall-clock rates swing with the
+            # neighbours, what one busy core does per record does not (issue 17 compares it
+            # with Kafka Streams: /work/shared/peers, bench/README.md).
+            print(f"streams_eps={med['streams']:.0f} streams_per_cpu_s={cpu['streams']:.0f} "
+                  f"worker_peak_rss_mib={max(rss) / 1024:.0f} records={n} runs={runs}")
+        if "streams" in kinds and "baseline" in kinds:
+            s, b = med["streams"], med["baseline"]
+            print(f"streams_eps={s:.0f} baseline_eps={b:.0f} ratio={s / b:.2f} "
+                  f"worker_peak_rss_mib={max(rss) / 1024:.0f} records={n} runs={runs}")
+        if "streams" in kinds and "streams-regex" in kinds:
+            s, r, sc, rc = (med["streams"], med["streams-regex"], cpu["streams"],
+                            cpu["streams-regex"])
+            print(f"streams_regex_eps={r:.0f} streams_eps={s:.0f} regex_ratio={r / s:.2f} "
+                  f"streams_regex_per_cpu_s={rc:.0f} streams_per_cpu_s={sc:.0f} "
+                  f"regex_cpu_ratio={rc / sc:.2f} records={n} runs={runs}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="which runs, comma-separated (default: all three)")
     parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_child:
@@ -253,4 +287,4 @@ if __name__ == "__main__":
             pass  # the default loop: the worker would run on it as well
         asyncio.run(baseline_child())
     else:
-        asyncio.run(main(args.records, args.runs))
+        asyncio.run(main(args.records, args.runs, tuple(args.kinds.split(","))))

@@ -79,7 +79,8 @@ class BatchSender:
         for o in outputs:
             partition = o.partition
             if partition is None:
-                parts = await self._partitions_of(o.topic)
+                # Known topics without awaiting a coroutine (a microsecond an output).
+                parts = self._partitions.get(o.topic) or await self._partitions_of(o.topic)
                 # Every output has a key; without one, the first partition (no random spread).
                 partition = partition_for(o.key, parts) if o.key is not None else parts[0]
             slot = open_.get((o.topic, partition))

@@ -84,32 +84,42 @@ def encode_invitation_fields(invitation_id: str, static: bytes, event_id: str,
     """The InvitationRequested bytes from its fields (`static` from `invitation_static`).
     Variable values must be None/bool/int/float/str (TypeError otherwise); the caller
     falls back to `encode_invitation` / the codec."""
-    parts = [_PREFIX, _string(invitation_id), static, _string(event_id), _long(record_index),
-             _string(email)]
+    # `_string` and `_long` inlined for the per-record strings and small numbers (a call
+    # costs as much as the encoding): the same bytes, a property test says so.
+    small = _SMALL
+    b = invitation_id.encode()
+    n = len(b)
+    parts = [_PREFIX, small[n] if n < 64 else _varint(n), b, static]
+    b = event_id.encode()
+    n = len(b)
+    parts += (small[n] if n < 64 else _varint(n), b,
+              small[record_index] if 0 <= record_index < 64 else _varint(record_index))
+    b = email.encode()
+    n = len(b)
+    parts += (small[n] if n < 64 else _varint(n), b)
     if variables:
-        parts.append(_long(len(variables)))
+        n = len(variables)
+        parts.append(small[n] if n < 64 else _varint(n))
+        keys = _KEYS
         for key, value in variables.items():
-            parts.append(_key(key))
+            k = keys.get(key)
+            parts.append(k if k is not None else _key(key))
             t = type(value)
             if t is str:
-                parts.append(b"\x08")
-                parts.append(_string(value))
+                b = value.encode()
+                n = len(b)
+                parts += (b"\x08", small[n] if n < 64 else _varint(n), b)
             elif t is int:
-                parts.append(b"\x04")
-                parts.append(_long(value))
+                parts += (b"\x04", small[value] if 0 <= value < 64 else _varint(value))
             elif t is bool:
                 parts.append(b"\x02\x01" if value else b"\x02\x00")
             elif t is float:
-                parts.append(b"\x06")
-                parts.append(_DOUBLE(value))
+                parts += (b"\x06", _DOUBLE(value))
             elif value is None:
                 parts.append(b"\x00")
             else:
                 raise TypeError(t)
-    parts.append(b"\x00")
-    parts.append(_long(received_at))
-    parts.append(_long(due_at))
-    parts.append(_long(delay_days))
+    parts += (b"\x00", _long(received_at), _long(due_at), _long(delay_days))
     return b"".join(parts)
 
 

@@ -86,6 +86,7 @@ class RawProcessor:
                     known = key
             outputs += transform(RawRecord(key, r.value, r.headers, r.partition, r.offset,
                                            r.timestamp))
+        self.transformer.flush_metrics()  # per batch, not per record (issue 17)
         # The batch's counts commit in its transaction: summed, they are exact.
         outputs += [Output(self.counts_topic, k, v, [])
                     for k, v in tally.drain(int(time.time() * 1000))]

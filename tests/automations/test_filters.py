@@ -458,3 +458,23 @@ def test_the_yes_no_search_agrees_with_re2s_own(pattern: str, text: str) -> None
     except UnicodeEncodeError:  # the wrapper refuses a lone surrogate; the bytes go through
         expected = compiled.search(text.encode("utf-8", "surrogatepass")) is not None
     assert regex_search(compiled)(text) is expected
+
+
+# The `in` condition's fast path (a set of normalised texts) against its reference (every
+# operand through `_equals`): the same verdict for any value, texts that fold, pad or look
+# like numbers, dates or booleans included.
+_TEXTISH = st.one_of(st.text(max_size=12), st.sampled_from(
+    ["pro", " PRO ", "Straße", "STRASSE", "ǅ", "1", "1.0", "true", "2026-03-14", "ﬁ", "é",
+     "e\u0301"]))
+_ANY = st.one_of(_TEXTISH, st.none(), st.booleans(), st.integers(-3, 3),
+                 st.floats(allow_nan=False), st.lists(_TEXTISH, max_size=3))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_TEXTISH, min_size=1, max_size=5), _ANY, st.booleans())
+def test_in_fast_path_matches_its_reference(values: list[str], v: Any, case: bool) -> None:
+    from automations.filters import _make_test
+
+    expected = _make_test("in", values, case).reference(v)  # type: ignore[attr-defined]
+    assert _make_test("in", values, case)(v) is expected, (values, v)
+    assert _make_test("not_in", values, case)(v) is (not expected), (values, v)

@@ -189,3 +189,23 @@ def test_flatten_is_iterative_at_any_depth() -> None:
 def test_flatten_keeps_document_order_across_levels() -> None:
     assert list(flatten({"a": {"b": 1, "c": [2, {"d": 3}]}, "e": 4, "f": {"g": {}}})) == [
         "a.b", "a.c.0", "a.c.1.d", "e", "f.g"]
+
+
+# Exclude lists of whole top-level fields take a dict comprehension: the same result as the
+# general trie walk (`_exclude`), whatever the record and the list.
+_KEYS = st.sampled_from(["a", "b", "c", "0", "1", "internal_id", "a.b"])
+_RECORDS = st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=3)),
+                        lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                st.dictionaries(_KEYS, inner, max_size=4)),
+                        max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "0", "1", "internal_id"]), min_size=1,
+                max_size=3),
+       st.dictionaries(_KEYS, _RECORDS, max_size=6))
+def test_exclude_fast_path_matches_the_trie_walk(paths: list[str],
+                                                 record: dict[str, Any]) -> None:
+    from automations.paths import _exclude, build_trie
+
+    assert compile_take_in("exclude", paths)(record) == _exclude(record, build_trie(paths))
