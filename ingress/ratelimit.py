@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class SharedRateLimiter:
         self._held: dict[str, _Held] = {}
         self._engine: Engine | None = None
         self._table_ready = False
+        self._setup = threading.Lock()  # the two worker threads set the engine up once
         self._store_down_until = 0.0
         self._warned_at = -math.inf
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingress-ratelimit")
@@ -220,6 +222,10 @@ class SharedRateLimiter:
         return int(row.granted), float(row.tokens)
 
     def _engine_ready(self) -> Engine:
+        with self._setup:
+            return self._set_up()
+
+    def _set_up(self) -> Engine:
         if self._engine is None:
             timeout_ms = int(STORE_TIMEOUT_SECONDS * 1000)
             self._engine = make_engine(self.url, pool_size=2, max_overflow=0, connect_args={

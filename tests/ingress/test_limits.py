@@ -123,6 +123,8 @@ async def test_two_replicas_share_each_automations_bucket(
         assert min(accepted) > 0  # both replicas got a share
         # Leased in chunks: the store saw fewer round trips than requests accepted.
         leases = sum(x.leases for x in limiters)  # type: ignore[attr-defined]
+        print(f"two replicas: accepted={accepted} refused={[c[429] for c in counts]} "
+              f"bound={bound:.1f} elapsed={elapsed:.2f}s leases={leases}")
         assert leases < sum(accepted), (leases, accepted)
 
         # The hot automation's bucket is empty; the other's is full: its whole burst passes,
