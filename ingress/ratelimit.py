@@ -50,19 +50,20 @@ class Limiter(Protocol):
 
 
 class RateLimiter:
-    """The buckets of this process; `rate` and `burst` per call override the defaults (an
-    automation's own limits)."""
+    """The buckets of this process; `try_take` takes the automation's rate and burst (its
+    own, or the defaults given here)."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = float(burst)
         self._buckets: dict[str, list[float]] = {}  # id -> [tokens, last refill]
 
-    def take(self, key: str, now: float | None = None, *, rate: float | None = None,
-             burst: float | None = None) -> float:
+    def take(self, key: str, now: float | None = None) -> float:
+        """`try_take` at the default rate and burst."""
+        return self.try_take(key, self.rate, self.burst, now)
+
+    def try_take(self, key: str, rate: float, burst: float, now: float | None = None) -> float:
         """0.0 when a request may pass; otherwise the seconds to wait before retrying."""
-        rate = self.rate if rate is None else rate
-        burst = self.burst if burst is None else float(burst)
         t = time.monotonic() if now is None else now
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -76,11 +77,8 @@ class RateLimiter:
         bucket[0] = tokens
         return (1.0 - tokens) / rate
 
-    def try_take(self, key: str, rate: float, burst: int) -> float:
-        return self.take(key, rate=rate, burst=burst)
-
     async def acquire(self, key: str, rate: float, burst: int) -> float:
-        return self.take(key, rate=rate, burst=burst)
+        return self.try_take(key, rate, burst)
 
     def forget(self, key: str) -> None:
         self._buckets.pop(key, None)
@@ -164,7 +162,7 @@ class SharedRateLimiter:
             return 0.0
         now = time.monotonic()
         if now < self._store_down_until:
-            return self.fallback.take(key, now, rate=rate, burst=burst)
+            return self.fallback.try_take(key, rate, burst, now)
         if held is not None and now < held.denied_until:
             return held.denied_until - now
         return None
