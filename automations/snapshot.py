@@ -110,6 +110,11 @@ class AutomationSnapshot:
     # `throttle_days` (0: off; the notifier checks it), and the send window (None: any time).
     throttle_days: int = 0
     send_window: SendWindow | None = None
+    # Per-automation ingress limits (issue 13, item 3); None: the ingress's global setting
+    # (HOOKSTREAM_RATE_LIMIT, HOOKSTREAM_RATE_BURST, HOOKSTREAM_MAX_BODY_BYTES).
+    rate_limit: float | None = None
+    rate_burst: int | None = None
+    max_body_bytes: int | None = None
     _variables_by_name: dict[str, Variable] = field(default_factory=dict, compare=False,
                                                     repr=False)
 
@@ -145,6 +150,9 @@ class AutomationSnapshot:
             # invitation rules (issue 16)
             "throttle_days": self.throttle_days,
             "send_window": None if self.send_window is None else self.send_window.to_record(),
+            # per-automation limits (issue 13)
+            "rate_limit": self.rate_limit, "rate_burst": self.rate_burst,
+            "max_body_bytes": self.max_body_bytes,
         }
 
     @classmethod
@@ -176,6 +184,9 @@ class AutomationSnapshot:
             throttle_days=r.get("throttle_days") or 0,
             send_window=None if r.get("send_window") is None
             else SendWindow.from_record(r["send_window"]),
+            # per-automation limits (issue 13); absent from earlier snapshots: the globals
+            rate_limit=r.get("rate_limit"), rate_burst=r.get("rate_burst"),
+            max_body_bytes=r.get("max_body_bytes"),
         )
 
 

@@ -431,9 +431,20 @@ def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:
         return Response(status_code=204)
 
     # --- automations ----------------------------------------------------------------------
+    def check_limits(limits: m.LimitsIn | None) -> None:
+        """A per-automation body limit only lowers the global one: the topics' record limit
+        (max.message.bytes) is sized from HOOKSTREAM_MAX_BODY_BYTES."""
+        most = cp.settings.max_body_bytes
+        if limits is not None and limits.max_body_bytes is not None \
+                and limits.max_body_bytes > most:
+            raise Invalid([Problem("limits.max_body_bytes", f"must be at most {most} (the "
+                                   "deployment's HOOKSTREAM_MAX_BODY_BYTES, which the topics "
+                                   "are sized for)", "too_large")])
+
     @router.post("/automations", status_code=201, response_model=m.AutomationCreated,
                  tags=["automations"], responses=UNPUBLISHED)
     async def create_automation(data: m.AutomationIn) -> m.AutomationCreated:
+        check_limits(data.limits)
         given = data.authentication.signing_secret
         generated = (signing.generate() if given is None
                      and signing.needs_signature(data.authentication.mode) else None)
@@ -470,6 +481,8 @@ def _v1(cp: AdminBackend, activity: Activity) -> APIRouter:
     @router.patch("/automations/{automation_id}", response_model=m.AutomationOut,
                   tags=["automations"], responses={**NOT_FOUND, **CONFLICT, **UNPUBLISHED})
     async def update_automation(automation_id: str, data: m.AutomationPatch) -> m.AutomationOut:
+        check_limits(data.limits)
+
         def work(s: Session) -> tuple[m.AutomationOut, Changes]:
             a, changes = service.update_automation(s, automation_id, data, now())
             return views.automation_out(a), changes

@@ -336,6 +336,35 @@ class SendWindowOut(BaseModel):
     time_zone_field: str | None
 
 
+# --- per-automation ingress limits (issue 13, item 3) ----------------------------------------
+MAX_RATE = 1_000_000.0
+
+
+class LimitsIn(Strict):
+    """The ingress's limits for this automation; null (or left out): the deployment's global
+    setting. The rate holds across all ingress replicas when they share a rate store
+    (HOOKSTREAM_INGRESS_RATE_STORE_URL; docs/DESIGN.md states the bound)."""
+
+    rate: float | None = Field(default=None, gt=0, le=MAX_RATE, allow_inf_nan=False,
+                               description="Requests per second accepted (token bucket); "
+                               "null: HOOKSTREAM_RATE_LIMIT")
+    burst: int | None = Field(default=None, ge=1, le=10_000_000,
+                              description="Requests accepted in a burst above the rate; "
+                              "null: HOOKSTREAM_RATE_BURST")
+    max_body_bytes: int | None = Field(default=None, ge=1, description="Largest webhook "
+                                       "body accepted (bytes; larger is 413 body_too_large); "
+                                       "at most HOOKSTREAM_MAX_BODY_BYTES, the size the "
+                                       "topics are made for; null: that setting")
+
+
+class LimitsOut(BaseModel):
+    rate: float | None = Field(description="Requests per second; null: the global setting")
+    burst: int | None = Field(description="Burst above the rate; null: the global setting")
+    max_body_bytes: int | None = Field(description="Largest body (bytes); null: the global "
+                                       "setting")
+# --- end per-automation limits ------------------------------------------------------------
+
+
 class AutomationIn(Strict):
     name: Name
     survey_id: Annotated[str, StringConstraints(max_length=64), AfterValidator(storable)]
@@ -351,12 +380,14 @@ class AutomationIn(Strict):
     # invitation rules (issue 16)
     throttle_days: ThrottleDays = 0
     send_window: SendWindowIn | None = Field(default=None, description="null: any time")
+    limits: LimitsIn = Field(default_factory=LimitsIn, description="The ingress's limits "
+                             "for this automation (issue 13); each null: the global setting")
 
 
 class AutomationPatch(Strict):
-    """Only the fields given change; `fields`, `mapping`, `error_notifications` and
-    `send_window` are replaced as a whole. `filters: null` removes the filter,
-    `send_window: null` the window."""
+    """Only the fields given change; `fields`, `mapping`, `error_notifications`,
+    `send_window` and `limits` are replaced as a whole. `filters: null` removes the filter,
+    `send_window: null` the window, `limits: null` every per-automation limit."""
 
     name: Name | None = None
     survey_id: Annotated[str, StringConstraints(max_length=64),
@@ -375,6 +406,8 @@ class AutomationPatch(Strict):
     # invitation rules (issue 16); `send_window: null` removes the window
     throttle_days: ThrottleDays | None = None
     send_window: SendWindowIn | None = None
+    # per-automation limits (issue 13): replaced as a whole; `limits: null` = every global
+    limits: LimitsIn | None = None
 
     @field_validator("name", "survey_id", "message_id", "email_field", "fields", "mapping",
                      "delay_days", "enabled", "error_notifications", "authentication",
@@ -434,6 +467,8 @@ class AutomationOut(BaseModel):
                                "invited again (0: no limit)")
     send_window: SendWindowOut | None = Field(description="When invitations may go out "
                                               "(null: any time)")
+    limits: LimitsOut = Field(description="The ingress's limits for this automation; each "
+                              "null: the global setting")
     version: int
     webhook_path: str = Field(description="Where the integrator POSTs (on the ingress)")
     created_at: datetime

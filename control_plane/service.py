@@ -263,6 +263,7 @@ def create_automation(s: Session, data: m.AutomationIn, now: datetime, *,
         # invitation rules (issue 16)
         throttle_days=data.throttle_days, send_window=_window_json(data.send_window),
     )
+    _set_limits(a, data.limits)  # per-automation limits (issue 13)
     if signing_secret is not None:
         _add_signing_secret(a, _box(box), signing_secret, now, 0.0,
                             field_name="authentication.signing_secret")
@@ -323,7 +324,16 @@ def update_automation(s: Session, automation_id: str, data: m.AutomationPatch,
         a.throttle_days = data.throttle_days
     if "send_window" in given:
         a.send_window = _window_json(data.send_window)
+    if "limits" in given:  # per-automation limits (issue 13)
+        _set_limits(a, data.limits)
     return a, _refresh(s, [a], now, primary=a)
+
+
+def _set_limits(a: Automation, limits: m.LimitsIn | None) -> None:
+    """The ingress's limits for `a`; None (or a None field): the global setting."""
+    limits = limits or m.LimitsIn()
+    a.rate_limit, a.rate_burst = limits.rate, limits.burst
+    a.max_body_bytes = limits.max_body_bytes
 
 
 def _window_json(w: m.SendWindowIn | None) -> dict[str, Any] | None:

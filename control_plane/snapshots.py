@@ -49,4 +49,6 @@ def build_snapshot(a: Automation) -> AutomationSnapshot:
             days=tuple(a.send_window["days"]), start=a.send_window["start"],
             end=a.send_window["end"], time_zone=a.send_window["time_zone"],
             time_zone_field=a.send_window.get("time_zone_field")),
+        # per-automation limits (issue 13)
+        rate_limit=a.rate_limit, rate_burst=a.rate_burst, max_body_bytes=a.max_body_bytes,
     )

@@ -50,6 +50,9 @@ def automation_fields(a: Automation) -> dict[str, object]:
         # invitation rules (issue 16)
         throttle_days=a.throttle_days or 0,
         send_window=None if a.send_window is None else m.SendWindowOut(**a.send_window),
+        # per-automation limits (issue 13)
+        limits=m.LimitsOut(rate=a.rate_limit, burst=a.rate_burst,
+                           max_body_bytes=a.max_body_bytes),
         version=a.version, webhook_path=f"/v1/hooks/{a.id}",
         created_at=a.created_at, updated_at=a.updated_at,
     )

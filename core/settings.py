@@ -209,6 +209,17 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address of the ingress's internal /metrics server (see "
         "`ingress_metrics_port`).")
 
+    # --- rate limits across ingress replicas (issue 13, item 2) -----------------------------
+    ingress_rate_store_url: str | None = Field(
+        None, description="PostgreSQL URL (SQLAlchemy) of the rate-limit buckets every ingress "
+        "replica shares: the per-automation rate then holds across replicas (bound in "
+        "docs/DESIGN.md). Unset: each ingress process keeps its own bucket (one replica).")
+    ingress_rate_lease: int = Field(
+        20, ge=1, le=10_000, description="Most tokens an ingress replica takes from an "
+        "automation's shared bucket at once (and also at most a tenth of a second of its "
+        "rate); spent locally, so the store sees one UPDATE per lease, not per request.")
+    # --- end rate limits across ingress replicas ---------------------------------------------
+
     # --- streams and notifier ----------------------------------------------------------------
     day_seconds: float = Field(
         86400.0, gt=0, description="Length of a day for delays, throttling and send "

@@ -39,7 +39,7 @@ from ingress.metrics import UNKNOWN, IngressMetrics
 from ingress.openapi import build_openapi
 from ingress.publishing import KafkaPublisher, Publisher, PublisherPool
 from ingress.publishing_rdkafka import RdKafkaPublisher
-from ingress.ratelimit import RateLimiter
+from ingress.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from ingress.refusals import Refusals
 from ingress.samples import SampleFeed
 from ingress.signatures import SigningIndex
@@ -76,6 +76,16 @@ def build_publisher(settings: Settings, client: str | None = None) -> Publisher:
     raise ValueError(f"HOOKSTREAM_INGRESS_CLIENT must be 'rdkafka' or 'aiokafka', not {client!r}")
 
 
+def build_limiter(settings: Settings) -> Limiter:
+    """Buckets in PostgreSQL shared by the replicas when `ingress_rate_store_url` is set
+    (issue 13), else this process's own."""
+    local = RateLimiter(settings.rate_limit, settings.rate_burst)
+    if settings.ingress_rate_store_url is None:
+        return local
+    return SharedRateLimiter(settings.ingress_rate_store_url, lease=settings.ingress_rate_lease,
+                             fallback=local)
+
+
 class IngressApp:
     """The ingress as one ASGI app. `startup`/`shutdown` run in its lifespan; a test driving
     it without one calls them itself."""
@@ -94,7 +104,7 @@ class IngressApp:
         self.refusals = Refusals(self.cache, self.kafka, self.topics.errors,
                                  settings.ingress_error_report_seconds)
         self.cache.add_listener(self._on_snapshot)
-        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.limiter: Limiter = build_limiter(settings)
         self.idempotency = IdempotencyStore(
             settings.var_dir / "ingress-idempotency.sqlite3",
             settings.idempotency_window_seconds,
@@ -104,6 +114,7 @@ class IngressApp:
         self._tasks: list[asyncio.Task[None]] = []
         webhook = Webhook(cache=self.cache, keys=self.keys, metrics=self.metrics,
                           max_body=settings.max_body_bytes, limiter=self.limiter,
+                          rate=settings.rate_limit, burst=settings.rate_burst,
                           idempotency=self.idempotency, publisher=self.publisher,
                           topic=self.topics.raw, signing_index=self.signing,
                           tolerance=settings.signature_tolerance_seconds,
@@ -235,6 +246,8 @@ class IngressApp:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         self.idempotency.close()
+        if isinstance(self.limiter, SharedRateLimiter):
+            self.limiter.close()
 
     # --- the small routes ------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ class DryRun(Endpoint):
         assert snapshot is not None
         self.check_signature(head, body)  # a signed automation's test is signed too
         if self.limiter is not None:  # after the proof of the sender, before any work
-            wait = self.limiter.take(automation_id)
+            wait = self.limiter.take(automation_id)  # this process's bucket: see __init__
             if wait:
                 raise HttpError("rate_limited", "Too many dry runs for this automation; retry "
                                 "after the number of seconds in Retry-After.", retry_after=wait)

@@ -92,6 +92,11 @@ class Head:
         return self.automation_id.encode()
 
 
+def too_large_detail(limit: int, own: bool = False) -> str:
+    whose = "this automation's limit" if own else "the limit"
+    return f"The body is larger than {whose} of {limit} bytes; send fewer records per request."
+
+
 class Endpoint:
     """An ASGI app for `/v1/hooks/{automation_id}...`: `handle` answers or raises `HttpError`.
 
@@ -118,8 +123,7 @@ class Endpoint:
         self.signing = signing_index
         self.tolerance = tolerance
         self.refusals = refusals
-        self._too_large = (f"The body is larger than the limit of {max_body} bytes; "
-                           "send fewer records per request.")
+        self._too_large = too_large_detail(max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         automation_id: str = scope["path_params"]["automation_id"]
@@ -270,7 +274,7 @@ class Endpoint:
                 raise HttpError("unsupported_content_encoding")
         body = await self._read_raw(receive, head)
         if encoding in GZIP_ENCODINGS:
-            return self.gunzip(body)
+            return self.gunzip(body, head)
         return body
 
     @staticmethod
@@ -284,11 +288,20 @@ class Endpoint:
                 return
             budget -= len(message.get("body", b""))  # type: ignore[arg-type]
 
-    def gunzip(self, data: bytes) -> bytes:
+    def body_limit(self, head: Head) -> tuple[int, str]:
+        """The automation's own body limit (never above the global one, which the topics are
+        sized for) and its 413 detail; else the global limit."""
+        own = head.snapshot.max_body_bytes if head.snapshot is not None else None
+        if own is None or own >= self.max_body:
+            return self.max_body, self._too_large
+        return own, too_large_detail(own, own=True)
+
+    def gunzip(self, data: bytes, head: Head | None = None) -> bytes:
         """A gzip body decoded, one member after another, never past the body limit (a
         "gzip bomb" costs at most `max_body` bytes of output): 413 beyond it, 400 for bytes
         that are not (complete) gzip."""
-        limit = self.max_body
+        limit, too_large = (self.max_body, self._too_large) if head is None \
+            else self.body_limit(head)
         out: list[bytes] = []
         size = 0
         rest = data
@@ -303,7 +316,7 @@ class Endpoint:
                                 "valid gzip.") from None
             size += len(chunk)
             if size > limit or inflater.unconsumed_tail:
-                raise HttpError("body_too_large", self._too_large + " (decoded from gzip)")
+                raise HttpError("body_too_large", too_large + " (decoded from gzip)")
             if not inflater.eof:
                 raise HttpError("bad_content_encoding", "The gzip body ends before its end "
                                 "marker (truncated).")
@@ -312,19 +325,19 @@ class Endpoint:
         return b"".join(out)
 
     async def _read_raw(self, receive: Receive, head: Head) -> bytes:
-        limit = self.max_body
+        limit, too_large = self.body_limit(head)
         if head.content_length is not None:
             try:
                 declared = int(head.content_length)
             except ValueError:
                 declared = -1
             if declared > limit:
-                raise HttpError("body_too_large", self._too_large)
+                raise HttpError("body_too_large", too_large)
         message = await receive()
         chunk: bytes = message.get("body", b"")
         if not message.get("more_body", False):
             if len(chunk) > limit:
-                raise HttpError("body_too_large", self._too_large)
+                raise HttpError("body_too_large", too_large)
             return chunk
         chunks = [chunk]
         size = len(chunk)
@@ -337,7 +350,7 @@ class Endpoint:
             size += len(chunk)
             if size > limit:
                 await self._drain(receive, message, 4 * limit)
-                raise HttpError("body_too_large", self._too_large)
+                raise HttpError("body_too_large", too_large)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

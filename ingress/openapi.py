@@ -61,7 +61,8 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                        "record as a form (URL-encoded, or multipart with text fields only: a "
                        "file part is refused with 415), its bracketed names nested "
                        f"(`data[merges][FNAME]`) and its values texts; at most "
-                       f"{settings.max_body_bytes} bytes.",
+                       f"{settings.max_body_bytes} bytes (or the automation's own, "
+                       "lower limit).",
         "content": {
             _JSON: {"schema": {"oneOf": [
                 {"type": "object"}, {"type": "array", "items": {"type": "object"},

@@ -24,7 +24,7 @@ from ingress.idempotency import IdempotencyStore, KeyClaim, Replay
 from ingress.keys import KeyIndex
 from ingress.metrics import IngressMetrics
 from ingress.publishing import Publisher, PublishUnavailable, RecordRejected
-from ingress.ratelimit import RateLimiter
+from ingress.ratelimit import Limiter
 
 DEFAULT_CONTENT_TYPE = b"application/json"
 
@@ -34,10 +34,13 @@ class Webhook(Endpoint):
     route = "/v1/hooks/{automation_id}"
 
     def __init__(self, *, cache: ConfigCache, keys: KeyIndex, metrics: IngressMetrics,
-                 max_body: int, limiter: RateLimiter, idempotency: IdempotencyStore,
-                 publisher: Publisher, topic: str, **endpoint: Any) -> None:
+                 max_body: int, limiter: Limiter, idempotency: IdempotencyStore,
+                 publisher: Publisher, topic: str, rate: float, burst: int,
+                 **endpoint: Any) -> None:
         super().__init__(cache=cache, keys=keys, metrics=metrics, max_body=max_body, **endpoint)
         self.limiter = limiter
+        self.rate = rate  # the global limits; an automation's own replace them
+        self.burst = burst
         self.idempotency = idempotency
         self.publisher = publisher
         self.topic = topic
@@ -77,7 +80,13 @@ class Webhook(Endpoint):
 
     async def _accept(self, automation_id: str, head: Head, body: bytes,
                       claim: KeyClaim | None) -> tuple[int, bytes]:
-        wait = self.limiter.take(automation_id)
+        snap = head.snapshot
+        assert snap is not None  # set by authenticate
+        rate = self.rate if snap.rate_limit is None else snap.rate_limit
+        burst = self.burst if snap.rate_burst is None else snap.rate_burst
+        wait = self.limiter.try_take(automation_id, rate, burst)
+        if wait is None:  # the shared store: this replica holds no tokens; lease some
+            wait = await self.limiter.acquire(automation_id, rate, burst)
         if wait:
             raise HttpError("rate_limited", retry_after=wait)
         try:

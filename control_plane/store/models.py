@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -107,6 +108,10 @@ class Automation(Base):
     # is not invited again (0: no limit), and the send window as the API's JSON (None: any time)
     throttle_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     send_window: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # per-automation ingress limits (issue 13; migration 0004_limits); None: the global setting
+    rate_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_body_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     # The service bumps `version` itself on every change (also when only a related row,
     # like a key or the survey, changed); the ORM still checks the old value in the UPDATE's

@@ -84,6 +84,7 @@ def snapshot(**over: Any) -> dict[str, Any]:
         "send_window": {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00",
                         "end": "17:00", "time_zone": "Europe/Amsterdam",
                         "time_zone_field": "customer.tz"},
+        "rate_limit": 2.5, "rate_burst": 7, "max_body_bytes": 4096,  # issue 13
     }
     rec.update(over)
     return rec
@@ -113,7 +114,9 @@ RECORDS = {
     "AutomationSnapshot": [snapshot(), snapshot(disabled_reason=None, filters_json=None,
                                                 api_keys=[], variables=[], mapping=[],
                                                 auth_mode="key", signing_secrets=[],
-                                                throttle_days=0, send_window=None)],
+                                                throttle_days=0, send_window=None,
+                                                rate_limit=None, rate_burst=None,
+                                                max_body_bytes=None)],
     "AutomationCounts": [counts(), counts(filtered_by={}, failed_by={}, accepted=0)],
 }
 
