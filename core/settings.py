@@ -202,6 +202,14 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address of the ingress's internal /metrics server (see "
         "`ingress_metrics_port`).")
 
+    # --- ingress processes (issue 17, helper 7) ---------------------------------------------
+    ingress_workers: int = Field(
+        1, ge=1, le=64, description="Server processes of `hookstream ingress` on one address "
+        "(each with its own Kafka producer; bench/README.md for the figures). More than 1 "
+        "needs `ingress_metrics_port`: worker k serves its own /metrics on the k-th port from "
+        "it (scrape them all, Prometheus sums the series). Rate limits are counted per "
+        "process, as per replica; idempotency keys are shared (one SQLite file).")
+
     # --- streams and notifier ----------------------------------------------------------------
     day_seconds: float = Field(
         86400.0, gt=0, description="Length of a day for delays, throttling and send "
