@@ -116,7 +116,10 @@ def main() -> None:
         run_wrk(wrk, url, script, 10)  # warm-up
         assert server.proc is not None
         raw = tmp / "collapsed.txt"
-        cmd = [pyspy, "record", "--format", "raw", "--output", str(raw), "--rate", "200",
+        # --gil: only the thread holding the GIL (Python CPU time, not threads waiting);
+        # --nonblocking: sampling does not stop the server (it cost most of its throughput).
+        cmd = [pyspy, "record", "--format", "raw", "--output", str(raw), "--rate", "100",
+               "--gil", "--nonblocking",
                "--subprocesses", "--duration", str(args.seconds), "--pid", str(server.proc.pid)]
         if args.native:
             cmd.append("--native")
