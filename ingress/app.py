@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -226,6 +227,11 @@ class IngressApp:
         while True:
             try:
                 await self.cache.start(wait_ready=60)
+                # Everything loaded so far (modules, app, clients, configuration) lives as
+                # long as the process: out of the collector's sight, a full collection scans
+                # only what came since (it scanned ~57,000 objects, 0.46 s on this loaded
+                # machine: the stalls behind the p99; bench/README.md).
+                gc.freeze()
                 return
             except Exception as exc:  # noqa: BLE001 - any failure: log, stop, retry
                 log.error("cannot load automations from %s yet: %s", self.topics.config, exc)
