@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--server", type=Server, choices=list(Server), default=Server.granian)
     args = parser.parse_args()
     # Imported by the server's worker from the working directory (the repository's root).
-    serve(args.host, args.port, args.server, app="bench.ingress_baseline:app_from_env")
+    serve(args.host, args.port, args.server, app="bench.ingress_baseline:app_from_env",
+          workers=get_settings().ingress_workers)
 
 
 if __name__ == "__main__":

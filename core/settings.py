@@ -219,6 +219,13 @@ class Settings(BaseSettings):
         "automation's shared bucket at once (and also at most a tenth of a second of its "
         "rate); spent locally, so the store sees one UPDATE per lease, not per request.")
     # --- end rate limits across ingress replicas ---------------------------------------------
+    # --- ingress processes (issue 17, helper 7) ---------------------------------------------
+    ingress_workers: int = Field(
+        1, ge=1, le=64, description="Server processes of `hookstream ingress` on one address "
+        "(each with its own Kafka producer; bench/README.md for the figures). More than 1 "
+        "needs `ingress_metrics_port`: worker k serves its own /metrics on the k-th port from "
+        "it (scrape them all, Prometheus sums the series). Rate limits are counted per "
+        "process, as per replica; idempotency keys are shared (one SQLite file).")
 
     # --- streams and notifier ----------------------------------------------------------------
     day_seconds: float = Field(

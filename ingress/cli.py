@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
         port: int | None = typer.Option(None, help="Port (default HOOKSTREAM_INGRESS_PORT)"),
         server: Server = typer.Option(Server.granian, help="HTTP server: granian (faster "
                                       "here, see bench/ingress.py) or uvicorn"),
+        workers: int | None = typer.Option(None, min=1, help="Server processes (default "
+                                           "HOOKSTREAM_INGRESS_WORKERS)"),
     ) -> None:
         """Serve POST /v1/hooks/{id}: authenticate, bound, publish to Kafka, answer 202.
 
@@ -32,24 +34,34 @@ def register(app: typer.Typer) -> None:
         if refusal:
             typer.secho(f"error: {refusal}", fg="red", err=True)
             raise typer.Exit(2)
-        serve(host, port or s.ingress_port, server)
+        workers = workers or s.ingress_workers
+        if workers > 1 and s.ingress_metrics_port is None:
+            # On the public address a scrape would reach one worker, chosen by the kernel.
+            typer.secho("error: more than one ingress worker needs HOOKSTREAM_INGRESS_METRICS_"
+                        "PORT (each worker serves its own /metrics from that port on)",
+                        fg="red", err=True)
+            raise typer.Exit(2)
+        serve(host, port or s.ingress_port, server, workers=workers)
 
 
 APP = "ingress.asgi:app_from_env"
 
 
-def serve(host: str, port: int, server: Server = Server.granian, app: str = APP) -> None:
-    """Serve `app` (an import string naming an ASGI app factory) as the ingress is served."""
+def serve(host: str, port: int, server: Server = Server.granian, app: str = APP,
+          workers: int = 1) -> None:
+    """Serve `app` (an import string naming an ASGI app factory) as the ingress is served:
+    in `workers` processes sharing the listening socket (the kernel spreads connections),
+    each building its own app (and Kafka producer) from the factory."""
     if server is Server.granian:
         from granian import Granian
         from granian.constants import Interfaces, Loops
 
         Granian(app, factory=True, address=host, port=port,
-                interface=Interfaces.ASGI, workers=1, loop=Loops.uvloop, log_access=False,
+                interface=Interfaces.ASGI, workers=workers, loop=Loops.uvloop, log_access=False,
                 workers_kill_timeout=15).serve()
     else:
         import uvicorn
 
-        uvicorn.run(app, factory=True, host=host, port=port,
+        uvicorn.run(app, factory=True, host=host, port=port, workers=workers,
                     loop="uvloop", http="httptools", access_log=False, log_level="warning",
                     timeout_graceful_shutdown=10)
