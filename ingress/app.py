@@ -95,10 +95,7 @@ class IngressApp:
                                  settings.ingress_error_report_seconds)
         self.cache.add_listener(self._on_snapshot)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        self.idempotency = IdempotencyStore(
-            settings.var_dir / "ingress-idempotency.sqlite3",
-            settings.idempotency_window_seconds,
-            stale_after=settings.ingress_send_timeout_seconds + 10.0)
+        self.idempotency = IdempotencyStore.from_settings(settings)
         self.metrics = IngressMetrics()
         self.openapi = orjson.dumps(build_openapi(settings))
         self._tasks: list[asyncio.Task[None]] = []
@@ -185,7 +182,8 @@ class IngressApp:
             await self.shutdown()
 
     async def startup(self) -> None:
-        self.idempotency.open()
+        # Blocking (connect, migrate, purge): on a thread, not the loop.
+        await asyncio.to_thread(self.idempotency.open)
         if self.metrics_server is not None:
             await self.metrics_server.start()
         self._tasks.append(asyncio.create_task(self._connect(), name="ingress-connect"))
@@ -234,7 +232,7 @@ class IngressApp:
         await self.samples.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
-        self.idempotency.close()
+        await asyncio.to_thread(self.idempotency.close)
 
     # --- the small routes ------------------------------------------------------------------
 
