@@ -115,7 +115,7 @@ class PostgresBackend:
         from ingress.migrations import migrate  # Alembic only where PostgreSQL is used
         migrate(self.url)
         self._engine = make_engine(
-            self.url, isolation_level="AUTOCOMMIT", pool_size=self.threads, max_overflow=2,
+            self.url, isolation_level="AUTOCOMMIT", pool_size=self.threads, max_overflow=0,
             # A dead server fails the request in seconds (503), it does not hang it.
             connect_args={"connect_timeout": 5, "options": "-c statement_timeout=10000"})
 
