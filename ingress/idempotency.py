@@ -144,11 +144,15 @@ class SqliteBackend:
         if cur.rowcount == 1:
             return KeyClaim(automation, key, event_id)
         row = db.execute(
-            "SELECT state, event_id, status, body, created_at, updated_at FROM idempotency "
-            "WHERE automation = ? AND key = ?", (automation, key)).fetchone()
+            "SELECT state, event_id, status, body, created_at, updated_at, owner "
+            "FROM idempotency WHERE automation = ? AND key = ?", (automation, key)).fetchone()
         if row is None:
             return None  # purged between our insert and select: go round again
-        state, old_event_id, status, body, created_at, updated_at = row
+        state, old_event_id, status, body, created_at, updated_at, row_owner = row
+        if state == "pending" and row_owner == owner:
+            # Ours, and nobody in this process holds it (its answer could not be recorded,
+            # or its request was cancelled): take it again, under its event id.
+            return KeyClaim(automation, key, old_event_id)
         if created_at < now - window and state != "pending":
             db.execute("DELETE FROM idempotency WHERE automation = ? AND key = ? AND "
                        "created_at = ?", (automation, key, created_at))

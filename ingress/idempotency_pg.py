@@ -81,9 +81,10 @@ WITH claim AS (
        OR (t.state = 'done' AND {_EXPIRED})
     RETURNING t.event_id
 )
-SELECT 'claimed' AS state, event_id, NULL::integer AS status, NULL::bytea AS body FROM claim
+SELECT 'claimed' AS state, event_id, NULL::integer AS status, NULL::bytea AS body,
+       :owner AS owner FROM claim
 UNION ALL
-SELECT state, event_id, status, body FROM ingress_idempotency
+SELECT state, event_id, status, body, owner FROM ingress_idempotency
  WHERE automation = :automation AND key = :key AND NOT EXISTS (SELECT 1 FROM claim)
 """)
 COMPLETE = text(
@@ -129,6 +130,15 @@ class PostgresBackend:
             self._engine = None
 
     def _with_connection(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            return self._attempt(fn)
+        except _Reconnect:
+            # The connection was broken (a PostgreSQL restart, a failover): once more on a
+            # new one. Safe for every statement here: a claim that did land before the
+            # connection broke is pending under our owner, which try_claim takes as ours.
+            return self._attempt(fn, last=True)
+
+    def _attempt(self, fn: Callable[[Connection], T], last: bool = False) -> T:
         conn: Connection | None = getattr(self._local, "conn", None)
         try:
             if conn is None:
@@ -143,6 +153,8 @@ class PostgresBackend:
             if conn is not None and (exc.connection_invalidated or conn.invalidated
                                      or conn.closed or _broken(exc)):
                 self._drop(conn)
+                if not last:
+                    raise _Reconnect from exc
             raise StoreUnavailable(f"the idempotency store failed: {type(exc.orig).__name__}") \
                 from exc
 
@@ -163,8 +175,10 @@ class PostgresBackend:
         row = self._with_connection(lambda c: c.execute(CLAIM, params).first())
         if row is None:
             return None  # purged meanwhile, or inserted by a transaction we cannot see yet
-        state, old_event_id, status, body = row
-        if state == "claimed":
+        state, old_event_id, status, body, row_owner = row
+        if state == "claimed" or (state == "pending" and row_owner == owner):
+            # Pending under our own owner: this process claimed it and nobody in it holds it
+            # (the claim's answer was lost with a connection, or its request was cancelled).
             return KeyClaim(automation, key, old_event_id)
         if state == "done":
             return Replay(int(status), bytes(body))
@@ -181,6 +195,10 @@ class PostgresBackend:
     def purge(self, window: float, stale_after: float, now: float | None = None) -> int:
         params: dict[str, Any] = {"now": now, "window": window, "stale": stale_after}
         return self._with_connection(lambda c: c.execute(PURGE, params).rowcount)
+
+
+class _Reconnect(Exception):
+    """The thread's connection broke: try the statement again on a new one."""
 
 
 def _broken(exc: DBAPIError) -> bool:

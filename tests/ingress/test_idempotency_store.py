@@ -112,3 +112,32 @@ def test_the_postgres_table_comes_from_the_ingress_migrations(postgres_db: str) 
             assert version.scalar_one() == "0201_idempotency"
     finally:
         engine.dispose()
+
+
+async def test_postgres_connections_lost_are_replaced(postgres_db: str) -> None:
+    """A PostgreSQL restart (here: every connection of the store terminated) costs no request:
+    the statement runs again on a new connection; a claim already made is still this
+    store's, under its event id."""
+    store = IdempotencyStore(postgres_db, window_seconds=60)
+    store.open()
+    engine = create_engine(postgres_db, isolation_level="AUTOCOMMIT")
+    try:
+        first = await store.begin("a", "before")
+        assert isinstance(first, KeyClaim)
+        with engine.connect() as conn:
+            gone = conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+        assert gone >= 1
+        await store.complete(first, 202, b"{}")  # on a new connection
+        assert await store.begin("a", "before") == Replay(202, b"{}")
+        # A claim whose answer was lost (no complete, no release) is taken again by the
+        # same store at once, under its event id; another replica would wait until stale.
+        lost = await store.begin("a", "lost")
+        assert isinstance(lost, KeyClaim)
+        store._inflight.pop(("a", "lost"))  # as when the request was cancelled mid-way
+        again = await store.begin("a", "lost", max_wait=1)
+        assert isinstance(again, KeyClaim) and again.event_id == lost.event_id
+    finally:
+        engine.dispose()
+        store.close()
