@@ -81,14 +81,15 @@ class Webhook(Endpoint):
             try:
                 await self.idempotency.release(outcome)  # not a 202: the key may be retried
             except StoreUnavailable as exc:
-                # The claim stays pending and becomes re-claimable once stale.
+                # The claim stays pending: re-claimable here at once, elsewhere once stale.
                 log.error("%s (releasing a claim)", exc)
             raise
         try:
             await self.idempotency.complete(outcome, status, answer)
         except StoreUnavailable as exc:
             # Kafka has the record: the answer is still 202. The claim stays pending; a retry
-            # re-claims it once stale and publishes under the same event id.
+            # re-claims it (here at once, on another replica once stale) and publishes under
+            # the same event id.
             log.error("%s (recording an answer)", exc)
         return status, answer
 
