@@ -220,7 +220,9 @@ class IdempotencyStore:
         self.backend.open()
         self._executor = ThreadPoolExecutor(self.backend.threads,
                                             thread_name_prefix="idempotency")
-        self.purge()
+        # On the store's threads, like every statement: a backend may keep a connection per
+        # thread (PostgreSQL does), and its pool has one for each of them, no more.
+        self._executor.submit(self.purge).result()
 
     def close(self) -> None:
         if self._executor is not None:

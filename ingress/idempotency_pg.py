@@ -38,7 +38,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from core.sql import make_engine
 from ingress.idempotency import KeyClaim, Replay, StoreUnavailable
@@ -156,6 +156,9 @@ class PostgresBackend:
                 if not last:
                     raise _Reconnect from exc
             raise StoreUnavailable(f"the idempotency store failed: {type(exc.orig).__name__}") \
+                from exc
+        except SQLAlchemyError as exc:  # e.g. no connection free in the pool in time
+            raise StoreUnavailable(f"the idempotency store failed: {type(exc).__name__}") \
                 from exc
 
     def _drop(self, conn: Connection) -> None:

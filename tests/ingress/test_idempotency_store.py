@@ -89,6 +89,19 @@ async def test_replicas_racing_for_a_key_get_one_claim(make_store: Factory) -> N
     assert answers == [Replay(202, b'{"event_id":"e"}')] * 11
 
 
+async def test_many_keys_at_once_use_every_store_thread(make_store: Factory) -> None:
+    """More requests in flight than the store has threads (and connections): all claimed and
+    answered, none waits for a connection (a startup statement holds none of them)."""
+    store = make_store()
+    t0 = time.monotonic()
+    claims = await asyncio.gather(*[store.begin("a", f"k{i}") for i in range(40)])
+    assert all(isinstance(c, KeyClaim) for c in claims)
+    await asyncio.gather(*[store.complete(c, 202, b"{}") for c in claims
+                           if isinstance(c, KeyClaim)])
+    assert await store.begin("a", "k39") == Replay(202, b"{}")
+    assert time.monotonic() - t0 < 10
+
+
 async def test_a_waiter_gives_up_after_max_wait(make_store: Factory) -> None:
     first, second = make_store(), make_store()
     assert isinstance(await first.begin("a", "slow"), KeyClaim)
