@@ -9,7 +9,7 @@ LOCK := $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-ha
         --custom-compile-command "make lock" $(LOCK_FLAGS)
 
 .PHONY: install lock run test lint settings-doc kafka-start kafka-stop bench-ingress \
-        bench-streams bench-scheduler bench-notifier bench-idempotency console-screenshots clean
+        bench-streams bench-scheduler bench-notifier console-screenshots clean
 
 # The locked versions (runtime and test, with hashes), then the project itself without
 # dependencies: what pyproject.toml declares is only the lower bound.
@@ -76,6 +76,7 @@ bench-notifier: install
 	$(BIN)/python bench/notifier.py
 
 # The idempotency store alone: keyed requests/s on SQLite against PostgreSQL (issue 13).
+.PHONY: bench-idempotency
 bench-idempotency: install
 	$(BIN)/python bench/idempotency.py
 
