@@ -89,6 +89,11 @@ bench-notifier: install
 chaos: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/chaos/chaos_full.py
 
+# The idempotency store alone: keyed requests/s on SQLite against PostgreSQL (issue 13).
+.PHONY: bench-idempotency
+bench-idempotency: install
+	$(BIN)/python bench/idempotency.py
+
 clean:
 	-$(BIN)/hookstream kafka stop
 	rm -rf var

@@ -157,6 +157,15 @@ class Settings(BaseSettings):
         2000, ge=1, description="Requests per automation allowed in a burst above the rate.")
     idempotency_window_seconds: float = Field(
         86400.0, gt=0, description="How long an Idempotency-Key is remembered.")
+    # Issue 13, item 1: the store several ingress replicas share.
+    idempotency_url: str | None = Field(
+        None, description="Where the ingress remembers Idempotency-Keys (and signed delivery "
+        "ids): unset, a SQLite file under HOOKSTREAM_VAR_DIR (`ingress-idempotency.sqlite3`), "
+        "which serves ONE ingress process; a `postgresql://` URL (it may be the database of "
+        "HOOKSTREAM_DATABASE_URL) for the store several ingress replicas share, which "
+        "SEVERAL REPLICAS NEED: with per-process files, a retry that reaches another replica "
+        "is published again and may invite twice (docs/DEPLOY.md). Takes `sqlite:///PATH` "
+        "too.")
     ingress_client: Literal["rdkafka", "aiokafka"] = Field(
         "rdkafka", description="The ingress's Kafka client: rdkafka (confluent-kafka, "
         "the faster here, see bench/README.md) or aiokafka.")

@@ -106,10 +106,7 @@ class IngressApp:
                                  settings.ingress_error_report_seconds)
         self.cache.add_listener(self._on_snapshot)
         self.limiter: Limiter = build_limiter(settings)
-        self.idempotency = IdempotencyStore(
-            settings.var_dir / "ingress-idempotency.sqlite3",
-            settings.idempotency_window_seconds,
-            stale_after=settings.ingress_send_timeout_seconds + 10.0)
+        self.idempotency = IdempotencyStore.from_settings(settings)
         self.metrics = IngressMetrics()
         self.openapi = orjson.dumps(build_openapi(settings))
         self._tasks: list[asyncio.Task[None]] = []
@@ -194,7 +191,8 @@ class IngressApp:
             await self.shutdown()
 
     async def startup(self) -> None:
-        self.idempotency.open()
+        # Blocking (connect, migrate, purge): on a thread, not the loop.
+        await asyncio.to_thread(self.idempotency.open)
         if self.settings.ingress_metrics_port is not None:
             self.metrics_server = await self._serve_metrics(self.settings.ingress_metrics_port)
         self._tasks.append(asyncio.create_task(self._connect(), name="ingress-connect"))
@@ -265,7 +263,7 @@ class IngressApp:
         await self.samples.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
-        self.idempotency.close()
+        await asyncio.to_thread(self.idempotency.close)
         if isinstance(self.limiter, SharedRateLimiter):
             self.limiter.close()
 

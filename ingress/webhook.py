@@ -9,6 +9,7 @@ shape (400) -> Kafka (503, or 202 once the broker acknowledged).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -20,13 +21,15 @@ from automations.ids import new_event_id
 from core.kafka import headers as kafka_headers
 from ingress.endpoint import Endpoint, Head, body_error
 from ingress.errors import HttpError
-from ingress.idempotency import IdempotencyStore, KeyClaim, Replay
+from ingress.idempotency import IdempotencyStore, KeyClaim, Replay, StoreUnavailable
 from ingress.keys import KeyIndex
 from ingress.metrics import IngressMetrics
 from ingress.publishing import Publisher, PublishUnavailable, RecordRejected
 from ingress.ratelimit import Limiter
 
 DEFAULT_CONTENT_TYPE = b"application/json"
+
+log = logging.getLogger(__name__)
 
 
 
@@ -67,15 +70,30 @@ class Webhook(Endpoint):
             raise HttpError("kafka_unavailable", "An earlier request with this Idempotency-Key "
                             "is still being stored; retry after Retry-After seconds.",
                             retry_after=1.0) from None
+        except StoreUnavailable as exc:
+            log.error("%s", exc)
+            raise HttpError("kafka_unavailable", "The ingress cannot reach its idempotency "
+                            "store; retry after Retry-After seconds with the same "
+                            "Idempotency-Key.", retry_after=1.0) from None
         if isinstance(outcome, Replay):
             self.metrics.replayed.inc()
             return outcome.status, outcome.body
         try:
             status, answer = await self._accept(automation_id, head, body, outcome)
         except BaseException:
-            self.idempotency.release(outcome)  # not answered 202: the key may be retried
+            try:
+                await self.idempotency.release(outcome)  # not a 202: the key may be retried
+            except StoreUnavailable as exc:
+                # The claim stays pending: re-claimable here at once, elsewhere once stale.
+                log.error("%s (releasing a claim)", exc)
             raise
-        self.idempotency.complete(outcome, status, answer)
+        try:
+            await self.idempotency.complete(outcome, status, answer)
+        except StoreUnavailable as exc:
+            # Kafka has the record: the answer is still 202. The claim stays pending; a retry
+            # re-claims it (here at once, on another replica once stale) and publishes under
+            # the same event id.
+            log.error("%s (recording an answer)", exc)
         return status, answer
 
     async def _accept(self, automation_id: str, head: Head, body: bytes,

@@ -72,10 +72,10 @@ def test_store_window_failure_and_takeover(tmp_path: Path) -> None:
         store.open()
         claim = await store.begin("a", "k")
         assert isinstance(claim, KeyClaim)
-        store.release(claim)  # a 503: the retry may publish, under the same event id
+        await store.release(claim)  # a 503: the retry may publish, under the same event id
         retry = await store.begin("a", "k")
         assert isinstance(retry, KeyClaim) and retry.event_id == claim.event_id
-        store.complete(retry, 202, b'{"x":1}')
+        await store.complete(retry, 202, b'{"x":1}')
         assert await store.begin("a", "k") == Replay(202, b'{"x":1}')
         other = await store.begin("b", "k")  # keys are per automation
         assert isinstance(other, KeyClaim)
