@@ -85,7 +85,8 @@ bench-notifier: install
 # The fault-injection suite (issue 13 item 7): a fleet of real processes on a three-broker
 # cluster, one round per fault, one line per round at the end (docs/RUNBOOK.md reads them).
 # About 15 minutes; `make test` runs its short round (tests/chaos/test_chaos_short.py).
-# HOOKSTREAM_CHAOS_SHARED_IDEMPOTENCY=1 once the ingress replicas share their key store.
+# HOOKSTREAM_CHAOS_SHARED_IDEMPOTENCY=0 gives each ingress replica its own key store (a retry on
+# the other replica is then a duplicate: counted as cross_replica).
 chaos: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/chaos/chaos_full.py
 

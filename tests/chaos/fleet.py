@@ -9,13 +9,13 @@ fleet's own (a fault restarts it; the session's is shared).
 Every replica has its own var directory, as separate hosts would: nothing is shared on disk.
 
 THE ONE PLACE for what the fleet shares beyond Kafka and PostgreSQL: `SHARED_IDEMPOTENCY`.
-Off (main as it is): each ingress replica keeps its Idempotency-Key store in its own SQLite
-file, so a client retry that the balancer sends to the other replica is published again under
-a new event id, and mailed twice; the suite counts those as `cross_replica` duplicates,
-allowed only for respondents whose request the client sent more than once. On
-(HOOKSTREAM_CHAOS_SHARED_IDEMPOTENCY=1, once the shared store has landed): the replicas get
-`IDEMPOTENCY_SETTING` pointing at the fleet's PostgreSQL, and any cross-replica duplicate fails
-the round.
+On (the default): the ingress replicas share their Idempotency-Key store on the fleet's
+PostgreSQL (`HOOKSTREAM_IDEMPOTENCY_URL`), so a client retry that the balancer sends to the
+other replica is answered like the first, and any cross-replica duplicate fails the round.
+Off (HOOKSTREAM_CHAOS_SHARED_IDEMPOTENCY=0: each replica its own SQLite file, as a deployment
+that forgot the setting): such a retry is published again under a new event id and mailed
+twice; the suite then counts those as `cross_replica` duplicates, allowed only for respondents
+whose request the client sent more than once.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from hookstream.local.kafka import LocalKafkaCluster, free_port
 from tests.support import postgres
 from tests.support.processes import stop
 
-SHARED_IDEMPOTENCY = os.environ.get("HOOKSTREAM_CHAOS_SHARED_IDEMPOTENCY") == "1"
-IDEMPOTENCY_SETTING = "HOOKSTREAM_IDEMPOTENCY_URL"  # the name helper (1) gives the setting
+SHARED_IDEMPOTENCY = os.environ.get("HOOKSTREAM_CHAOS_SHARED_IDEMPOTENCY", "1") != "0"
+IDEMPOTENCY_SETTING = "HOOKSTREAM_IDEMPOTENCY_URL"
 ADMIN_TOKEN = "chaos-admin-token"
 PARTITIONS = 6  # room for three workers and two notifiers
 

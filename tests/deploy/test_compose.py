@@ -365,6 +365,15 @@ def test_notifiers_share_postgresql(services: dict[str, Any]) -> None:
     assert "postgres" in services["notifier"]["depends_on"]
 
 
+def test_ingress_replicas_share_their_keys_and_rates(services: dict[str, Any]) -> None:
+    """A retry on another replica is answered like the first (one Idempotency-Key store) and
+    an automation's rate holds for all replicas together (one rate store): both PostgreSQL."""
+    ingress = env(services["ingress"])
+    for name in ("HOOKSTREAM_IDEMPOTENCY_URL", "HOOKSTREAM_INGRESS_RATE_STORE_URL"):
+        assert ingress[name].startswith("postgresql+psycopg://") and "@postgres:" in ingress[name]
+    assert "postgres" in services["ingress"]["depends_on"]
+
+
 def _haproxy() -> dict[str, list[list[str]]]:
     """deploy/haproxy/haproxy.cfg as section header -> its lines (split in words)."""
     sections: dict[str, list[list[str]]] = {}
