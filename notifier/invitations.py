@@ -46,6 +46,9 @@ from notifier.metrics import (
     INVITATIONS_SENT,
     NOTIFIER_SECONDS,
     SMTP_RETRIES,
+    STAGE_CLAIM,
+    STAGE_DUE_WAIT,
+    STAGE_SMTP,
 )
 from notifier.models import SENT, SUPPRESSED
 from notifier.render import (
@@ -137,8 +140,10 @@ class InvitationService(ConsumerService):
                     consumer.resume(*consumer.assignment())
                     paused = False
                 batches = await consumer.getmany(timeout_ms=100, max_records=max(1, room))
+                now_ms = time.time() * 1000
                 for tp, records in batches.items():
                     for rec in records:
+                        STAGE_DUE_WAIT.observe(max(0.0, now_ms - rec.timestamp) / 1000)
                         self._tracker.add(tp, rec.offset)
                         task = asyncio.create_task(self._work(tp, rec))
                         self._tasks.add(task)
@@ -253,10 +258,12 @@ class InvitationService(ConsumerService):
             throttle = store.Throttle(snap.throttle_days,
                                       timedelta(seconds=snap.throttle_days * self.day_seconds))
         while True:
+            t0 = time.perf_counter()
             c = await self.db.tx(store.claim, req, owner=self.owner, lease=self._lease,
                                   survey_name=snap.survey_name if snap else "",
                                   message_id=message_id, suppress_reason=suppress,
                                   throttle=throttle, hold=hold, expiry=self.hold_expiry)
+            STAGE_CLAIM.observe(time.perf_counter() - t0)
             if c.kind != "busy":
                 break
             await asyncio.sleep(self.tuning.busy_poll)  # another notifier is sending it
@@ -324,7 +331,9 @@ class InvitationService(ConsumerService):
             if attempts > 1:
                 await self.db.tx(store.touch, req["invitation_id"], self.owner, attempts)
             try:
+                t0 = time.perf_counter()
                 await self.pool.send(mail, self.sender, [req["email"].strip()])
+                STAGE_SMTP.observe(time.perf_counter() - t0)
             except SendError as exc:
                 give_up = not exc.infrastructure and (
                     loop.time() - started > self.tuning.give_up_after)

@@ -56,6 +56,10 @@ DeadLetter = Callable[[TopicPartition, ConsumerRecord, str, str], list[Output]]
 
 GIVEN_UP = "processing_failed"  # the dead-letter reason of a record given up on
 
+# The stage names (hookstream_stage_seconds) of each loop: topic wait, handler, transaction.
+_STAGES = {"streams": ("raw_wait", "transform", "raw_commit"),
+           "scheduler": ("scheduled_wait", "schedule", "scheduled_commit")}
+
 
 def broker_trouble(exc: BaseException) -> bool:
     """A failure of the broker or the network, not of the record: retried without limit."""
@@ -124,6 +128,12 @@ class TransactionalLoop:
         self._limit: dict[TopicPartition, int] = {}
         self._paused_until: dict[TopicPartition, float] = {}
         self._rebalancing_since: float | None = None
+        wait, handle, commit = _STAGES.get(config.name, (f"{config.name}_wait",
+                                                         f"{config.name}_handle",
+                                                         f"{config.name}_commit"))
+        self._wait_stage = metrics.STAGE_SECONDS.labels(wait)
+        self._handle_stage = metrics.STAGE_SECONDS.labels(handle)
+        self._commit_stage = metrics.STAGE_SECONDS.labels(commit)
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self.cfg.group_id}-{tp.topic}-{tp.partition}"
@@ -157,6 +167,10 @@ class TransactionalLoop:
                                                   max_records=self.cfg.max_records)
             if not batches:
                 continue
+            now_ms = time.time() * 1000
+            for records in batches.values():
+                if records:  # per batch: its oldest record (the longest wait)
+                    self._wait_stage.observe(max(0.0, now_ms - records[0].timestamp) / 1000)
             async with self.lock:
                 todo = []
                 for tp, records in batches.items():
@@ -214,10 +228,14 @@ class TransactionalLoop:
         producer = self.producers[tp]
         in_transaction = False
         try:
+            t0 = time.perf_counter()
             outputs, after = await self.handler(tp, records)
+            t1 = time.perf_counter()
             in_transaction = True
             sent = await send_in_transaction(producer, self._partitions, outputs,
                                              {tp: records[-1].offset + 1}, self.cfg.group_id)
+            self._handle_stage.observe(t1 - t0)
+            self._commit_stage.observe(time.perf_counter() - t1)
         except asyncio.CancelledError:
             raise
         except ProducerFenced:
