@@ -461,10 +461,16 @@ async def send_in_transaction(producer: AIOKafkaProducer, partitions: dict[str, 
         sent = await BatchSender(producer, partitions).send_all(outputs)
         # Every batch delivered before the commit: a batch the broker refuses outright (say,
         # MessageSizeTooLarge) fails only its own future, and the commit would go through
-        # without it. (The commit waits for these deliveries anyway: no extra latency.)
-        await asyncio.gather(*(s.future for s in sent))
-        if offsets:
-            await producer.send_offsets_to_transaction(offsets, group_id)
+        # without it. The offsets go to the transaction meanwhile (issue 17: AddOffsetsToTxn
+        # and TxnOffsetCommit, two round trips to the coordinators, overlap the produce
+        # request instead of following it); a refused batch still aborts the whole
+        # transaction, offsets included, before anything is committed.
+        deliveries = asyncio.gather(*(s.future for s in sent))
+        try:
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, group_id)
+        finally:
+            await deliveries  # never left unawaited; its failure wins if both fail
         await producer.commit_transaction()
     except BaseException:
         await abort_quietly(producer)
