@@ -10,7 +10,10 @@
    202 to the SMTP server accepting that webhook's mail, p50 and p99. Needs a Kafka broker:
    HOOKSTREAM_KAFKA_BOOTSTRAP, else the local launcher starts one. `--skip-e2e` skips it.
 
-Prints `mails_per_s=… baseline_mails_per_s=… e2e_p50_ms=… e2e_p99_ms=…`.
+Prints `mails_per_s=… baseline_mails_per_s=… e2e_p50_ms=… e2e_p99_ms=…` and, after an e2e
+run, `stages_p50_p99: ingress_publish=p50/p99ms raw_wait=… …`: each stage's latency histogram
+(hookstream_stage_seconds, hookstream_ingress_publish_seconds) scraped from the ingress's,
+worker's and notifier's /metrics at the end of the run (see bench/README.md, issue 17).
 """
 
 from __future__ import annotations
@@ -167,9 +170,11 @@ def main() -> None:
     if not args.skip_e2e:
         from bench.notifier_e2e import run_e2e
 
-        p50, p99, info = run_e2e(args.rate, args.seconds)
+        p50, p99, info, stages = run_e2e(args.rate, args.seconds)
         print(f"# e2e: {info}", file=sys.stderr)
         line += f" e2e_p50_ms={p50:.0f} e2e_p99_ms={p99:.0f}"
+        # p50/p99 of each stage, from the services' /metrics at the end of the run.
+        line += f"\nstages_p50_p99: {stages}"
     print(line)
 
 

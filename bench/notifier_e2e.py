@@ -64,6 +64,61 @@ def _spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> subpr
                             stdout=out, stderr=subprocess.STDOUT)
 
 
+# The pipeline's stages in order (issue 17): ingress's publish (send -> acks=all), the worker's
+# wait on webhooks.raw, transform and transaction, the scheduler's (delayed invitations only),
+# the notifier's wait on invitations.due, SQL claim and SMTP send. hookstream_stage_seconds in
+# the worker and the notifier, hookstream_ingress_publish_seconds in the ingress.
+STAGES = ("ingress_publish", "raw_wait", "transform", "raw_commit", "scheduled_wait",
+          "schedule", "scheduled_commit", "due_wait", "claim", "smtp")
+
+
+def _quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """histogram_quantile as Prometheus computes it: linear within the bucket."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1]
+    rank = q * total
+    lower_le, lower_n = 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return lower_le  # beyond the last finite bucket: its bound
+            return lower_le + (le - lower_le) * (rank - lower_n) / max(n - lower_n, 1e-9)
+        lower_le, lower_n = le, n
+    return buckets[-1][0]
+
+
+def stage_histograms(metrics_urls: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """stage -> cumulative (le, count) buckets, scraped from the services' /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    for url in metrics_urls:
+        text = httpx.get(url, timeout=5).text
+        for family in text_string_to_metric_families(text):
+            if family.name not in ("hookstream_stage_seconds",
+                                   "hookstream_ingress_publish_seconds"):
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_bucket"):
+                    continue
+                stage = sample.labels.get("stage", "ingress_publish")
+                out.setdefault(stage, []).append((float(sample.labels["le"]), sample.value))
+    return out
+
+
+def stage_summary(metrics_urls: list[str]) -> str:
+    """`stage p50/p99 ms (count)` for every stage that saw something, in pipeline order."""
+    hists = stage_histograms(metrics_urls)
+    parts = []
+    for stage in sorted(hists, key=lambda s: (STAGES.index(s) if s in STAGES else 99, s)):
+        rows = hists[stage]
+        count = max(n for _, n in rows)
+        if count:
+            parts.append(f"{stage}={_quantile(0.5, rows) * 1000:.1f}/"
+                         f"{_quantile(0.99, rows) * 1000:.1f}ms")
+    return " ".join(parts)
+
+
 def _stage_quantiles(metrics_url: str) -> str:
     """p50/p99 (bucket upper bounds) of the notifier's invitation age by stage: how much of
     the end-to-end time is spent before the notifier fetches the invitation."""
@@ -228,7 +283,8 @@ async def _sample_lag(stop: asyncio.Event, every: float = 10.0) -> None:
             print(f"# lag {lags}", file=sys.stderr)
 
 
-def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
+def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
+    """(p50 ms, p99 ms, a description, the per-stage summary: `stage=p50/p99ms ...`)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     logs = tmp / "logs"
     logs.mkdir()
@@ -289,6 +345,11 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
             stages = _stage_quantiles(f"http://127.0.0.1:{ports['notifier']}/metrics")
         except httpx.HTTPError as exc:
             stages = f"notifier metrics unavailable ({exc})"
+        try:
+            per_stage = stage_summary([f"http://127.0.0.1:{ports[k]}/metrics"
+                                       for k in ("ingress", "worker", "notifier")])
+        except httpx.HTTPError as exc:
+            per_stage = f"unavailable ({exc})"
 
         if not latencies:
             raise RuntimeError(f"no mail arrived; logs in {logs}")
@@ -299,7 +360,7 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str]:
                 f"max {latencies[-1]:.0f} ms; notifier stages: {stages}; CPU ms per webhook: "
                 f"{cpu_text}; machine busy {machine:.0f}% of {os.cpu_count()} cores during "
                 f"the load; logs in {logs}")
-        return p50, p99, info
+        return p50, p99, info, per_stage
     finally:
         for p in reversed(procs):
             if p.poll() is None:

@@ -47,6 +47,9 @@ from notifier.metrics import (
     INVITATIONS_SENT,
     NOTIFIER_SECONDS,
     SMTP_RETRIES,
+    STAGE_CLAIM,
+    STAGE_DUE_WAIT,
+    STAGE_SMTP,
 )
 from notifier.models import SENT, SUPPRESSED
 from notifier.render import (
@@ -138,8 +141,10 @@ class InvitationService(ConsumerService):
                     consumer.resume(*consumer.assignment())
                     paused = False
                 batches = await consumer.getmany(timeout_ms=100, max_records=max(1, room))
+                now_ms = time.time() * 1000
                 for tp, records in batches.items():
                     for rec in records:
+                        STAGE_DUE_WAIT.observe(max(0.0, now_ms - rec.timestamp) / 1000)
                         self._tracker.add(tp, rec.offset)
                         task = asyncio.create_task(self._work(tp, rec))
                         self._tasks.add(task)
@@ -255,6 +260,7 @@ class InvitationService(ConsumerService):
                                       timedelta(seconds=snap.throttle_days * self.day_seconds))
         races = 0
         while True:
+            t0 = time.perf_counter()
             try:
                 c = await self.db.tx(store.claim, req, owner=self.owner, lease=self._lease,
                                       survey_name=snap.survey_name if snap else "",
@@ -270,6 +276,7 @@ class InvitationService(ConsumerService):
                 log.debug("invitation %s: claimed elsewhere at the same time; looking again",
                           req["invitation_id"])
                 continue
+            STAGE_CLAIM.observe(time.perf_counter() - t0)
             if c.kind != "busy":
                 break
             await asyncio.sleep(self.tuning.busy_poll)  # another notifier is sending it
@@ -337,7 +344,9 @@ class InvitationService(ConsumerService):
             if attempts > 1:
                 await self.db.tx(store.touch, req["invitation_id"], self.owner, attempts)
             try:
+                t0 = time.perf_counter()
                 await self.pool.send(mail, self.sender, [req["email"].strip()])
+                STAGE_SMTP.observe(time.perf_counter() - t0)
             except SendError as exc:
                 give_up = not exc.infrastructure and (
                     loop.time() - started > self.tuning.give_up_after)

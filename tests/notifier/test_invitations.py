@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from core.settings import Settings
@@ -33,11 +34,17 @@ async def test_invitation_is_mailed_with_values_and_a_working_personal_link(
     req = invitation(snap, email="Bob@Example.com",
                      variables={"name": "Bob <b>", "city": "Utrecht\r\nBcc: x@evil.test",
                                 "age": 42})
+    stages = {s: REGISTRY.get_sample_value("hookstream_stage_seconds_count", {"stage": s}) or 0
+              for s in ("due_wait", "claim", "smtp")}
     await bus.due(req)
 
     [out] = await bus.outcomes(1)
     assert out["status"] == "sent" and out["invitation_id"] == req["invitation_id"]
     assert out["attempts"] == 1 and out["smtp_code"] == 250
+    # Issue 17: the notifier's stages of the end-to-end latency were timed.
+    for stage, before in stages.items():
+        after = REGISTRY.get_sample_value("hookstream_stage_seconds_count", {"stage": stage})
+        assert after is not None and after >= before + 1, stage
     [mail] = await wait_for(smtp.messages, what="the mail")
     assert mail["Message-ID"] == out["message_id"]
     assert req["invitation_id"] in mail["Message-ID"]

@@ -163,6 +163,9 @@ async def test_filtered_records_are_counted_not_errors_and_config_changes_apply_
     assert [inv["email"] for inv in decode_invitations(due)] == ["p1@example.com"]
     text = await worker.metrics()
     assert metric_value(text, "hookstream_records_filtered_total", 'automation="auto-f"') == 2
+    # Issue 17: the worker's stages of the end-to-end latency were timed (a batch at least).
+    for stage in ("raw_wait", "transform", "raw_commit"):
+        assert metric_value(text, "hookstream_stage_seconds_count", f'stage="{stage}"') >= 1
     # Filtered out is not an error: nothing on the DLQ nor on the error topic.
     for topic in (topics.dlq, topics.errors):
         assert await read_topic(kafka_bootstrap, topic, until=lambda rs: True, timeout=10,
