@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from core.stages import STAGE_SECONDS
+
 INVITATIONS_SENT = Counter("hookstream_invitations_sent_total",
                            "Invitation mails the SMTP server accepted.")
 INVITATIONS_FAILED = Counter("hookstream_invitations_failed_total",
@@ -44,11 +46,6 @@ HELD_WAITING = Gauge("hookstream_invitations_held",
 # Kafka timestamp (the worker wrote it, inside its transaction) to this notifier fetching it,
 # `claim` the invitation's SQL claim, `smtp` from asking the pool for a connection to the SMTP
 # server accepting the mail.
-STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
-                 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
-STAGE_SECONDS = Histogram("hookstream_stage_seconds",
-                          "Latency of one stage of the webhook-to-mail pipeline, by stage.",
-                          ["stage"], buckets=STAGE_BUCKETS)
 STAGE_DUE_WAIT = STAGE_SECONDS.labels("due_wait")
 STAGE_CLAIM = STAGE_SECONDS.labels("claim")
 STAGE_SMTP = STAGE_SECONDS.labels("smtp")

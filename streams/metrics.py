@@ -33,12 +33,6 @@ WINDOW_HELD = Counter("hookstream_send_window_held_total",
 WINDOW_ZONE_FALLBACK = Counter("hookstream_send_window_zone_fallbacks_total",
                                "Invitations whose respondent time-zone field held no IANA "
                                "zone name, so the automation's zone was used.")
-# Issue 17: where the end-to-end time goes, one histogram family with a `stage` label (the
-# notifier exports the same family with its own stages). Per batch of one partition: `*_wait`
-# from the oldest record's Kafka timestamp to the fetch, `transform`/`schedule` the handler,
-# `*_commit` sending the outputs and committing the transaction. Fine buckets from 1 to 100 ms.
-STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
-                 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
-STAGE_SECONDS = Histogram("hookstream_stage_seconds",
-                          "Latency of one stage of the webhook-to-mail pipeline, by stage.",
-                          ["stage"], buckets=STAGE_BUCKETS)
+# Issue 17: the worker's stages of `core.stages.STAGE_SECONDS` (streams/txloop.py), per batch
+# of one partition: `*_wait` from the oldest record's Kafka timestamp to the fetch,
+# `transform`/`schedule` the handler, `*_commit` sending the outputs and committing.

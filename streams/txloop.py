@@ -45,6 +45,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
 from core.kafka import clients
 from core.kafka.clients import Kafka
+from core.stages import STAGE_SECONDS
 from streams import metrics
 from streams.batching import BatchSender, Sent, last_offsets
 from streams.records import Output
@@ -142,9 +143,9 @@ class TransactionalLoop:
         wait, handle, commit = _STAGES.get(config.name, (f"{config.name}_wait",
                                                          f"{config.name}_handle",
                                                          f"{config.name}_commit"))
-        self._wait_stage = metrics.STAGE_SECONDS.labels(wait)
-        self._handle_stage = metrics.STAGE_SECONDS.labels(handle)
-        self._commit_stage = metrics.STAGE_SECONDS.labels(commit)
+        self._wait_stage = STAGE_SECONDS.labels(wait)
+        self._handle_stage = STAGE_SECONDS.labels(handle)
+        self._commit_stage = STAGE_SECONDS.labels(commit)
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self.cfg.group_id}-{tp.topic}-{tp.partition}"
