@@ -19,44 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hookstream.local.kafka import free_port  # noqa: E402
 from ingress.idempotency import IdempotencyStore, KeyClaim  # noqa: E402
 from tests.support import postgres  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "50"))
-
-
-@contextmanager
-def postgres_server() -> Iterator[str]:
-    named = os.environ.get("HOOKSTREAM_TEST_POSTGRES_URL")
-    if named:
-        yield named
-        return
-    base = Path(tempfile.mkdtemp(prefix="hookstream-pg-bench-"))
-    base.chmod(0o755)
-    try:
-        pg = postgres.start(base / "pg", free_port())
-        try:
-            yield pg.url
-        finally:
-            postgres.stop(pg.data_dir)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def rate(store: IdempotencyStore, *, replay: bool) -> float:
@@ -104,7 +82,7 @@ async def measure(target: Path | str) -> tuple[float, float]:
 
 def main() -> None:
     results: dict[str, list[float]] = {k: [] for k in ("sk", "pk", "sr", "pr", "ratio")}
-    with postgres_server() as server, tempfile.TemporaryDirectory() as tmp:
+    with postgres.server("hookstream-pg-bench-") as server, tempfile.TemporaryDirectory() as tmp:
         for run in range(RUNS):
             url, name = postgres.fresh_database(server)
             try:

@@ -13,8 +13,6 @@ ports, in a temporary directory, stopped by pid at the end).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,21 +86,8 @@ def topics(topic_prefix: str) -> Topics:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server URL (its database may be used as a maintenance database)."""
-    named = os.environ.get("HOOKSTREAM_TEST_POSTGRES_URL")
-    if named:
-        yield named
-        return
-    # Not under pytest's tmp dir: that is private to root and the server runs as `postgres`.
-    base = Path(tempfile.mkdtemp(prefix="hookstream-pg-"))
-    base.chmod(0o755)
-    try:
-        pg = postgres.start(base / "pg", free_port())
-        try:
-            yield pg.url
-        finally:
-            postgres.stop(pg.data_dir)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with postgres.server() as url:
+        yield url
 
 
 @pytest.fixture

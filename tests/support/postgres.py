@@ -17,13 +17,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
+
+from hookstream.local.kafka import free_port
 
 DB_NAME = "hookstream"
 SERVER_GLOB = "/usr/lib/postgresql/*/bin/postgres"
@@ -163,6 +168,26 @@ def stop(data_dir: Path, timeout: float = 30.0) -> bool:
         time.sleep(0.1)
     os.kill(pid, signal.SIGQUIT)  # immediate shutdown: it did not stop in time
     return True
+
+
+@contextmanager
+def server(prefix: str = "hookstream-pg-") -> Iterator[str]:
+    """A server URL: HOOKSTREAM_TEST_POSTGRES_URL if set, else a throwaway server, stopped after."""
+    named = os.environ.get("HOOKSTREAM_TEST_POSTGRES_URL")
+    if named:
+        yield named
+        return
+    # Not under pytest's tmp dir: that is private to root and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    try:
+        pg = start(base / "pg", free_port())
+        try:
+            yield pg.url
+        finally:
+            stop(pg.data_dir)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def fresh_database(server_url: str) -> tuple[str, str]:
