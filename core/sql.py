@@ -9,6 +9,7 @@ other's schema. A shared engine setup keeps SQLite and PostgreSQL behaving the s
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 # Any fixed number: the PostgreSQL advisory lock that serialises concurrent migrations
 # (several services may start at once and each migrate its own tables).
 _MIGRATION_LOCK = 72_410_531
+# Alembic keeps the running migration's context in module globals: two upgrades on two threads
+# of one process (two stores set up at once) would trample each other's.
+_UPGRADE_IN_PROCESS = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -123,7 +127,8 @@ class Migrations:
         """Bring this owner's tables in the database at `url` to the newest schema."""
         if make_url(url).get_backend_name() == "sqlite":
             _prepare_sqlite_file(url)
-        command.upgrade(self.config(url), "head")
+        with _UPGRADE_IN_PROCESS:
+            command.upgrade(self.config(url), "head")
         log.info("database schema of %s up to date", self.folder.parent.name)
 
 

@@ -193,6 +193,8 @@ class IngressApp:
     async def startup(self) -> None:
         # Blocking (connect, migrate, purge): on a thread, not the loop.
         await asyncio.to_thread(self.idempotency.open)
+        if isinstance(self.limiter, SharedRateLimiter):
+            await asyncio.to_thread(self.limiter.open)
         if self.settings.ingress_metrics_port is not None:
             self.metrics_server = await self._serve_metrics(self.settings.ingress_metrics_port)
         self._tasks.append(asyncio.create_task(self._connect(), name="ingress-connect"))

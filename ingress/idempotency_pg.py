@@ -1,9 +1,9 @@
 """The idempotency store several ingress replicas share: one PostgreSQL table.
 
-The table belongs to the ingress and comes with its Alembic history (`ingress/migrations`,
-version table `alembic_version_ingress`), like the control plane's and the notifier's: each
-replica runs it on start under core.sql's advisory lock, so replicas starting together create
-it once, and a later change to the table has somewhere to go.
+The table (`ingress/tables.py`) belongs to the ingress and comes with its Alembic history
+(`ingress/migrations`, version table `alembic_version_ingress`), like the control plane's and
+the notifier's: each replica runs it on start under core.sql's advisory lock, so replicas
+starting together create it once, and a later change to the table has somewhere to go.
 
 Exact under concurrency without a coordinator: a claim is ONE statement, an
 `INSERT ... ON CONFLICT DO UPDATE ... WHERE` that takes a new, failed, stale or expired row
@@ -23,43 +23,16 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
-    Table,
-    Text,
-    text,
-)
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from core.sql import make_engine
 from ingress.idempotency import KeyClaim, Replay, StoreUnavailable
+from ingress.tables import IDEMPOTENCY
 
 T = TypeVar("T")
 
-METADATA = MetaData()
-TABLE = Table(
-    "ingress_idempotency", METADATA,
-    Column("automation", String(64), nullable=False),
-    Column("key", Text(), nullable=False),
-    Column("state", String(8), nullable=False),  # pending | done | failed
-    Column("event_id", String(64), nullable=False),
-    Column("status", Integer(), nullable=True),
-    Column("body", LargeBinary(), nullable=True),
-    Column("owner", String(32), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    PrimaryKeyConstraint("automation", "key", name="pk_ingress_idempotency"),
-    Index("ix_ingress_idempotency_created", "created_at"),
-)
+TABLE = IDEMPOTENCY
 
 _EXPIRED = "t.created_at < now() - make_interval(secs => :window)"
 CLAIM = text(f"""

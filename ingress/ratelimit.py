@@ -28,6 +28,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from core.sql import make_engine
+from ingress.tables import RATE_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,7 @@ LEASE_SECONDS = 0.1
 # After the store failed, requests use this process's bucket for this long before the next try.
 RETRY_STORE_SECONDS = 1.0
 STORE_TIMEOUT_SECONDS = 2.0
-TABLE = "ingress_rate_buckets"
-_CREATE_LOCK = 72_410_613  # any fixed number: serialises replicas creating the table
+TABLE = RATE_BUCKETS.name
 
 
 class Limiter(Protocol):
@@ -103,15 +103,6 @@ ON CONFLICT (automation_id) DO UPDATE SET
 RETURNING granted, tokens
 """)
 
-_CREATE = text(f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-  automation_id text PRIMARY KEY,
-  tokens float8 NOT NULL,
-  refilled_at float8 NOT NULL,
-  granted integer NOT NULL
-)""")
-
-
 @dataclass
 class _Held:
     """What this replica holds of one automation's shared bucket."""
@@ -143,6 +134,16 @@ class SharedRateLimiter:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingress-ratelimit")
         self.leases = 0  # round trips to the store that answered (a test reads them)
         self.granting_leases = 0  # those that granted tokens
+
+    def open(self) -> None:
+        """Blocking: connect and bring the table up to date before the first request, so no
+        request waits for the migration. A store that cannot be reached yet is set up on the
+        first lease instead (meanwhile the fallback answers)."""
+        try:
+            self._engine_ready()
+        except Exception as exc:  # noqa: BLE001 - availability first: leases retry the set-up
+            log.error("the rate-limit store cannot be reached at start (%s); the first "
+                      "lease sets it up", type(exc).__name__)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -233,9 +234,8 @@ class SharedRateLimiter:
                 "options": f"-c statement_timeout={timeout_ms} "
                            f"-c lock_timeout={timeout_ms}"})
         if not self._table_ready:
-            with self._engine.begin() as conn:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
-                conn.execute(_CREATE)
+            from ingress.migrations import migrate  # Alembic only where PostgreSQL is used
+            migrate(self.url)  # the ingress's history: under core.sql's advisory lock
             self._table_ready = True
         return self._engine
 

@@ -1,4 +1,4 @@
-"""The ingress's schema history (the shared idempotency table on PostgreSQL);
+"""The ingress's schema history (its shared tables on PostgreSQL: ingress/tables.py);
 `migrate(url)` brings it up to date. The SQLite default needs none (ingress/idempotency.py)."""
 
 from pathlib import Path

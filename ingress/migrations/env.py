@@ -1,6 +1,6 @@
-"""Alembic environment of the ingress's tables (the shared idempotency store)."""
+"""Alembic environment of the ingress's tables (the shared idempotency store and rate buckets)."""
 
 from core.sql import run_migrations
-from ingress.idempotency_pg import METADATA
+from ingress.tables import METADATA
 
 run_migrations(METADATA)

@@ -14,9 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 from ingress.idempotency import IdempotencyStore, KeyClaim, Replay
+from ingress.migrations import migrate
+from ingress.tables import METADATA
 
 Factory = Callable[..., IdempotencyStore]
 
@@ -111,7 +115,7 @@ async def test_a_waiter_gives_up_after_max_wait(make_store: Factory) -> None:
     assert 0.45 <= time.monotonic() - t0 < 3
 
 
-def test_the_postgres_table_comes_from_the_ingress_migrations(postgres_db: str) -> None:
+def test_the_postgres_tables_come_from_the_ingress_migrations(postgres_db: str) -> None:
     store = IdempotencyStore(postgres_db, window_seconds=60)
     store.open()
     store.close()
@@ -122,7 +126,33 @@ def test_the_postgres_table_comes_from_the_ingress_migrations(postgres_db: str) 
     try:
         with engine.connect() as conn:
             version = conn.execute(text("SELECT version_num FROM alembic_version_ingress"))
-            assert version.scalar_one() == "0201_idempotency"
+            assert version.scalar_one() == "0202_rate_buckets"
+            # The history and ingress/tables.py describe the same schema.
+            ctx = MigrationContext.configure(conn, opts={
+                "version_table": "alembic_version_ingress",
+                "include_name": lambda name, kind, _p: kind != "table" or name in METADATA.tables})
+            assert compare_metadata(ctx, METADATA) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_rate_table_made_by_the_first_release_is_adopted(postgres_db: str) -> None:
+    """The first shared rate limiter created its table by hand; the history takes it over
+    (rows kept) instead of failing on CREATE TABLE."""
+    engine = create_engine(postgres_db)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE ingress_rate_buckets (automation_id text PRIMARY KEY, "
+                              "tokens float8 NOT NULL, refilled_at float8 NOT NULL, "
+                              "granted integer NOT NULL)"))
+            conn.execute(text("INSERT INTO ingress_rate_buckets VALUES ('a', 1.5, 0, 0)"))
+        migrate(postgres_db)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT tokens FROM ingress_rate_buckets")).scalar_one() == 1.5
+            ctx = MigrationContext.configure(conn, opts={
+                "version_table": "alembic_version_ingress",
+                "include_name": lambda name, kind, _p: kind != "table" or name in METADATA.tables})
+            assert compare_metadata(ctx, METADATA) == []
     finally:
         engine.dispose()
 
