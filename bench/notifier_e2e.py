@@ -9,6 +9,10 @@ BENCH_PYSPY=<dir> samples the services named in BENCH_PYSPY_SERVICES (default `n
 comma-separated: ingress, worker, notifier, smtp-sink) with py-spy during the load (`record
 --nonblocking --gil`, collapsed stacks into <dir>/<service>.txt; bench/ingress_profile.py's
 `summarise` reads them).
+
+With HOOKSTREAM_KAFKA_BOOTSTRAP naming a running broker (a warm one: a fresh broker's JVM
+compiles and loads classes through the first minutes, about half a core, which the figures
+would otherwise carry), BENCH_BROKER_PID=<its pid> adds its CPU per webhook to the line.
 """
 
 from __future__ import annotations
@@ -361,6 +365,8 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         # The scratch broker (a child of this process, if it started one) and the load
         # generator (this process) use the same cores: their share says what is left.
         tree0, own0 = _cpu_seconds(os.getpid()), time.process_time()
+        named = int(os.environ.get("BENCH_BROKER_PID", "0"))
+        named0 = _cpu_seconds(named) if named else 0.0
         spies = _pyspy(procs)
         busy0 = _machine_busy()
         sent, failures = uvloop.run(_load(ingress_url, aid, key, rate, seconds))
@@ -380,6 +386,8 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         own = (time.process_time() - own0) * 1000 / max(1, len(sent))
         tree = (_cpu_seconds(os.getpid()) - tree0) * 1000 / max(1, len(sent))
         cpu["broker"] = max(0.0, tree - own - sum(cpu.values()))
+        if named:
+            cpu["broker"] += (_cpu_seconds(named) - named0) * 1000 / max(1, len(sent))
         cpu["load"] = own
         cpu_text = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         try:
