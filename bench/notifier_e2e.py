@@ -4,6 +4,15 @@ Runs admin API, ingress, streams worker and notifier as subprocesses (`hookstrea
 production) on a fresh topic prefix and SQLite file, an SMTP server in this process that
 notes when it accepted each mail (by Message-ID, which carries the invitation id), and posts
 single-respondent webhooks at a fixed rate with delay 0.
+
+BENCH_PYSPY=<dir> samples the services named in BENCH_PYSPY_SERVICES (default `notifier`;
+comma-separated: ingress, worker, notifier, smtp-sink) with py-spy during the load (`record
+--nonblocking --gil`, collapsed stacks into <dir>/<service>.txt; bench/ingress_profile.py's
+`summarise` reads them).
+
+With HOOKSTREAM_KAFKA_BOOTSTRAP naming a running broker (a warm one: a fresh broker's JVM
+compiles and loads classes through the first minutes, about half a core, which the figures
+would otherwise carry), BENCH_BROKER_PID=<its pid> adds its CPU per webhook to the line.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -153,6 +163,32 @@ def _spawn_sink(port: int, out: Path, env: dict[str, str], logs: Path) -> subpro
     return subprocess.Popen([sys.executable, str(ROOT / "bench" / "notifier_sink.py"),
                              "--port", str(port), "--out", str(out)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
+
+
+def _pyspy(procs: list[subprocess.Popen]) -> list[subprocess.Popen]:
+    """With BENCH_PYSPY=<dir>: py-spy attached (non-blocking: the service is never paused) to
+    each service of BENCH_PYSPY_SERVICES, sampling only while a thread holds the GIL."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return []
+    wanted = os.environ.get("BENCH_PYSPY_SERVICES", "notifier").split(",")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spies = []
+    for p in procs:
+        if _name(p) in wanted:
+            spies.append(subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking",
+                 "--gil", "-r", "100", "-f", "raw", "-o", str(Path(out) / f"{_name(p)}.txt"),
+                 "-p", str(p.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
+def _stop_pyspy(spies: list[subprocess.Popen]) -> None:
+    for spy in spies:
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+    for spy in spies:
+        spy.wait(60)
 
 
 async def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen],
@@ -326,9 +362,16 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         import uvloop
 
         cpu0 = {_name(p): _cpu_seconds(p.pid) for p in procs}
+        # The scratch broker (a child of this process, if it started one) and the load
+        # generator (this process) use the same cores: their share says what is left.
+        tree0, own0 = _cpu_seconds(os.getpid()), time.process_time()
+        named = int(os.environ.get("BENCH_BROKER_PID", "0"))
+        named0 = _cpu_seconds(named) if named else 0.0
+        spies = _pyspy(procs)
         busy0 = _machine_busy()
         sent, failures = uvloop.run(_load(ingress_url, aid, key, rate, seconds))
         busy1 = _machine_busy()
+        _stop_pyspy(spies)
         machine = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 100
         deadline = time.monotonic() + 60
         accepted.scan()
@@ -340,6 +383,12 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         missing = sum(1 for i in sent if i not in accepted.at)
         cpu = {name: (_cpu_seconds(p.pid) - cpu0[name]) * 1000 / max(1, len(sent))
                for p in procs if (name := _name(p)) in cpu0}
+        own = (time.process_time() - own0) * 1000 / max(1, len(sent))
+        tree = (_cpu_seconds(os.getpid()) - tree0) * 1000 / max(1, len(sent))
+        cpu["broker"] = max(0.0, tree - own - sum(cpu.values()))
+        if named:
+            cpu["broker"] += (_cpu_seconds(named) - named0) * 1000 / max(1, len(sent))
+        cpu["load"] = own
         cpu_text = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         try:
             stages = _stage_quantiles(f"http://127.0.0.1:{ports['notifier']}/metrics")

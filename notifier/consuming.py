@@ -28,11 +28,17 @@ log = logging.getLogger(__name__)
 Hook = Callable[[], Awaitable[None]]
 # A rebalance normally ends within seconds; without partitions for longer, not ready.
 REBALANCE_GRACE_S = 30.0
+# How long the broker may hold a fetch that finds nothing new. It answers as soon as a record
+# is readable (read_committed: as soon as a commit marker moves the last stable offset), so
+# this bounds only idle polls, and each idle poll costs the broker CPU: at 50 ms the two
+# consumers of an idle notifier took ~8% of a core of the broker's (issue 17, bench/README.md).
+FETCH_MAX_WAIT_MS = 500
 
 
 class TrackedConsumer:
     def __init__(self, *, bootstrap: Kafka, group_id: str, topic: str,
-                 before_commit: Hook | None = None, fetch_max_wait_ms: int = 50) -> None:
+                 before_commit: Hook | None = None,
+                 fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.topic = topic

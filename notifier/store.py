@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.sql import UTCDateTime, make_engine, session_factory
@@ -62,6 +63,13 @@ class Db:
     would be the bottleneck; batched, the cost of a commit is shared. If the batch fails (say,
     a unique-constraint race with another notifier), it is rolled back and every item rerun
     in its own transaction, so one item's error reaches only its caller.
+
+    The batches run on one connection the batcher keeps (one batch at a time, so one
+    connection suffices): checking a pooled connection out and back in (with its reset) for
+    every batch cost about as much CPU as a claim's statements (bench/README.md, issue 17).
+    A connection the driver reports broken (a database restart) is dropped and the batch
+    runs again on a fresh one from the pool, which pings it first: what the pool's
+    pre-ping did on every checkout before.
     """
 
     # Small enough that a burst's first claims commit (and their mails start) while later
@@ -79,6 +87,7 @@ class Db:
                                             thread_name_prefix="notifier-db")
         self._queue: asyncio.Queue[_Item] | None = None
         self._batcher: asyncio.Task[None] | None = None
+        self._conn: Connection | None = None  # the batches' (see above); database thread
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(sessions, *args, **kwargs)` on the database thread, on its own."""
@@ -116,9 +125,7 @@ class Db:
 
     def _run_batch(self, items: list[_Item]) -> list[tuple[bool, Any]]:
         try:
-            with self.engine.begin() as conn:
-                _new_transaction(conn)
-                return [(True, item.fn(conn)) for item in items]
+            return [(True, value) for value in self._in_tx(items)]
         except Exception as exc:  # noqa: BLE001 - rolled back: rerun one by one (below)
             if len(items) == 1:
                 raise
@@ -127,16 +134,44 @@ class Db:
         out: list[tuple[bool, Any]] = []
         for item in items:
             try:
-                with self.engine.begin() as conn:
-                    _new_transaction(conn)
-                    out.append((True, item.fn(conn)))
+                out.append((True, self._in_tx([item])[0]))
             except Exception as exc:  # noqa: BLE001 - reported to this item's caller
                 out.append((False, exc))
         return out
 
+    def _in_tx(self, items: list[_Item]) -> list[Any]:
+        """The items' results, in one transaction on the kept connection; once more on a
+        fresh connection when the kept one turned out broken (nothing was committed)."""
+        for fresh in (False, True):
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            conn = self._conn
+            try:
+                with conn.begin():
+                    _new_transaction(conn)
+                    return [item.fn(conn) for item in items]
+            except DBAPIError as exc:
+                if not exc.connection_invalidated and not conn.invalidated:
+                    raise
+                self._drop_connection()
+                if fresh:
+                    raise
+                log.info("the database connection broke (%s); once more on a new one",
+                         type(exc.orig).__name__)
+        raise AssertionError("unreachable")
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except DBAPIError as exc:  # it was broken already; the pool discards it
+                log.debug("closing a broken database connection: %s", type(exc).__name__)
+
     async def close(self) -> None:
         await cancel_and_wait(self._batcher)
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True)  # no batch runs any more: the connection is free
+        self._drop_connection()
         self.engine.dispose()
 
 
