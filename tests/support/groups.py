@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
 
 
 async def group_assignment(bootstrap: str, group: str, topic: str) -> tuple[str, list[set[int]]]:
     """The group's state ("Stable", "PreparingRebalance", ...) and, per member, the
-    partitions of `topic` it owns (members of a group that reads one topic: one set each)."""
+    partitions of `topic` it owns (members of a group that reads one topic: one set each).
+    While the group's coordinator is not there yet (a young broker still loading
+    __consumer_offsets), the state is "" and nobody owns anything: callers poll."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (resp,) = await admin.describe_consumer_groups([group])
+        try:
+            (resp,) = await admin.describe_consumer_groups([group])
+        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError,
+                NotCoordinatorError):
+            return "", []
         [g] = resp.groups
         # (error_code, group_id, state, protocol_type, protocol, members, ...); a member's
         # last field is its assignment, in the consumer protocol's encoding.
