@@ -170,7 +170,9 @@ class Transformer:
             compiled = compile_automation(snap)
         except FilterError as exc:
             compiled = exc
-        process = None if isinstance(compiled, FilterError) else fast_process(compiled)
+        # The transform reads an Accepted's email and variables, never its taken_in.
+        process = None if isinstance(compiled, FilterError) else fast_process(compiled,
+                                                                              taken_in=False)
         plan = _Plan(snap, compiled, process, self._window(snap),
                      invitation_static(snap.id, snap.version, snap.survey_id))
         self._plans[id(snap)] = plan  # holding snap keeps its id unique

@@ -105,6 +105,12 @@ def same(compiled: CompiledAutomation, record: Any) -> None:
     expected, got = compiled.process(record), fast(record)
     source = fast.source  # type: ignore[attr-defined]
     assert got == expected, (record, source)
+    lean = fast_process(compiled, taken_in=False)(record)
+    if type(expected) is Accepted:
+        assert type(lean) is Accepted and lean.taken_in == {}, source
+        assert (lean.email, lean.variables) == (expected.email, expected.variables), source
+    else:
+        assert lean == expected, source
     if type(expected) is Accepted:
         assert type(got) is Accepted
         assert list(got.variables.items()) == list(expected.variables.items()), source
