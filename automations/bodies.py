@@ -47,7 +47,11 @@ MAX_DEPTH: Final = 64  # nesting levels of objects/arrays; a top-level object is
 # Numbers: digits read as 0, so a run of 19 zeros finds every integer that may pass 64 bits
 # (2**64 has 20 digits, -2**63 19) and "e000" every 3-digit exponent (where 0 or infinity
 # begins). A string with such a run (a long digit id) costs one exact re-read, rightly passed.
+# The signs are dropped (`_SIGNS`), so "e+000" and "e-000" read as "e000": two searches
+# instead of four (1.2 us instead of 2.1 a record, issue 17); dropping bytes only joins runs,
+# so it can add a (harmless) re-read, never miss a number.
 _DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789E", b"000000000e")
+_SIGNS: Final = b"+-"
 _LONG_RUN: Final = b"0" * 19
 # Nesting: only brackets and quotes kept, both bracket kinds as one (depth is all we count).
 _BRACKETS: Final = bytes.maketrans(b"{}", b"[]")
@@ -154,8 +158,8 @@ def _loads(data: bytes, max_depth: int, lineno: int | None = None) -> Any:
             deeper = _bytes_deeper_than(data, max_depth)
             if deeper or (deeper is None and depth_exceeds(doc, max_depth)):
                 raise _too_deep(max_depth)
-    digits = data.translate(_DIGITS_AS_ZERO)
-    if _LONG_RUN in digits or b"e000" in digits or b"e+000" in digits or b"e-000" in digits:
+    digits = data.translate(_DIGITS_AS_ZERO, _SIGNS)
+    if _LONG_RUN in digits or b"e000" in digits:
         _check_numbers(data, where)
     return doc
 

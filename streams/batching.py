@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -46,6 +46,48 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+def murmur2_many(keys: Sequence[bytes]) -> list[int]:
+    """`murmur2` of each key, the same numbers, about five times faster for a batch.
+
+    Keys of one length that is a multiple of 4 (the invitation ids, 36 bytes) are hashed
+    together: key j's state is lane j (64 bits, the value in its low 32) of one big int, so
+    every step of the hash is one big-int operation over the whole batch instead of a few
+    Python operations per key. A lane's product with the 32-bit constant stays within its 64
+    bits, and the bits a shift brings in from the next lane land above bit 32, where the mask
+    that follows drops them. Other keys (few: automation ids) take `murmur2`. Equality is a
+    property test (tests/streams/test_fast_avro.py)."""
+    out = [0] * len(keys)
+    groups: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        group = groups.get(len(key))
+        if group is None:
+            groups[len(key)] = [i]
+        else:
+            group.append(i)
+    for length, indexes in groups.items():
+        n = len(indexes)
+        if length & 3 or n < 8:
+            for i in indexes:
+                out[i] = murmur2(keys[i])
+            continue
+        width = length >> 2  # words a key
+        words = struct.unpack(f"<{n * width}I", b"".join([keys[i] for i in indexes]))
+        lanes = int.from_bytes(b"\xff\xff\xff\xff\x00\x00\x00\x00" * n, "little")
+        pack = struct.Struct(f"<{n}Q").pack
+        h = ((0x9747B28C ^ length) & _MASK) * (lanes // _MASK)  # the seed in every lane
+        for w in range(width):
+            k = (int.from_bytes(pack(*words[w::width]), "little") * _M) & lanes
+            k = (((k ^ (k >> 24)) & lanes) * _M) & lanes
+            h = ((h * _M) & lanes) ^ k
+        h = (h ^ (h >> 13)) & lanes
+        h = (h * _M) & lanes
+        h = (h ^ (h >> 15)) & lanes
+        for i, value in zip(indexes, struct.unpack(f"<{n}Q", h.to_bytes(8 * n, "little")),
+                            strict=True):
+            out[i] = value
+    return out
+
+
 def partition_for(key: bytes, partitions: list[int]) -> int:
     """What aiokafka's DefaultPartitioner picks for a keyed record."""
     return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
@@ -76,13 +118,19 @@ class BatchSender:
         partition. Await the futures (or commit the transaction) for delivery."""
         open_: dict[tuple[str, int], list] = {}  # (topic, partition) -> [builder, count]
         sent: list[Sent] = []
+        outputs = outputs if isinstance(outputs, list) else list(outputs)
+        # The keys' hashes for the whole batch at once (`murmur2_many`), in output order.
+        hashes = iter(murmur2_many([o.key for o in outputs
+                                    if o.partition is None and o.key is not None]))
         for o in outputs:
             partition = o.partition
             if partition is None:
                 # Known topics without awaiting a coroutine (a microsecond an output).
                 parts = self._partitions.get(o.topic) or await self._partitions_of(o.topic)
                 # Every output has a key; without one, the first partition (no random spread).
-                partition = partition_for(o.key, parts) if o.key is not None else parts[0]
+                # As `partition_for`: aiokafka's DefaultPartitioner.
+                partition = parts[(next(hashes) & 0x7FFFFFFF) % len(parts)] \
+                    if o.key is not None else parts[0]
             slot = open_.get((o.topic, partition))
             if slot is None:
                 slot = open_[(o.topic, partition)] = [self.producer.create_batch(), 0]

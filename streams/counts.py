@@ -30,7 +30,7 @@ class Tally:
         return c
 
     def invited(self, automation_id: str) -> None:
-        c = self._of(automation_id)
+        c = self._by.get(automation_id) or self._of(automation_id)  # once a record: no call
         c.accepted += 1
         c.invited += 1
 

@@ -30,6 +30,7 @@ from automations.engine import (
     compile_automation,
 )
 from automations.error_events import automation_error
+from automations.fastpath import fast_process
 from automations.filters import FilterError
 from automations.ids import invitation_id
 from automations.send_window import WindowError, WindowRule
@@ -121,6 +122,7 @@ class _Plan:
 
     snapshot: AutomationSnapshot
     compiled: CompiledAutomation | FilterError  # the error: its records go to the DLQ
+    process: Callable[[Any], Any] | None  # compiled.process as one generated function
     window: WindowRule | WindowError | None
     static: bytes  # the Avro fields every invitation of the snapshot shares
 
@@ -168,7 +170,10 @@ class Transformer:
             compiled = compile_automation(snap)
         except FilterError as exc:
             compiled = exc
-        plan = _Plan(snap, compiled, self._window(snap),
+        # The transform reads an Accepted's email and variables, never its taken_in.
+        process = None if isinstance(compiled, FilterError) else fast_process(compiled,
+                                                                              taken_in=False)
+        plan = _Plan(snap, compiled, process, self._window(snap),
                      invitation_static(snap.id, snap.version, snap.survey_id))
         self._plans[id(snap)] = plan  # holding snap keeps its id unique
         return plan
@@ -228,7 +233,8 @@ class Transformer:
         # type travels with it); a record of a JSON batch goes as that record's JSON.
         single = len(parsed) == 1 and fixed_index is None and (
             body[:1] == b"{" or body.lstrip()[:1] != b"[")
-        process = compiled.process
+        process = plan.process
+        assert process is not None  # a compiled automation has its generated function
         out: list[Output] = []
         for i, record in enumerate(parsed):
             index = fixed_index + i if fixed_index is not None else i

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from schemas import codec
 from streams.batching import murmur2 as fast_murmur2
-from streams.batching import partition_for
+from streams.batching import murmur2_many, partition_for
 from streams.fast_avro import encode_invitation
 
 LONG = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
@@ -60,3 +60,12 @@ def test_murmur2_and_partitioning_match_aiokafka(key: bytes, n: int) -> None:
     assert fast_murmur2(key) == murmur2(key)
     parts = list(range(n))
     assert partition_for(key, parts) == DefaultPartitioner()(key, parts, parts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40) | st.binary(min_size=36, max_size=36)
+                | st.binary(min_size=8, max_size=8), max_size=60))
+def test_murmur2_of_a_batch_matches_aiokafka(keys: list[bytes]) -> None:
+    """Many keys of one length (hashed together, lane by lane) and the others."""
+    keys += [str(uuid.UUID(int=i * 7919)).encode() for i in range(len(keys) % 20)]
+    assert murmur2_many(keys) == [murmur2(k) for k in keys]
