@@ -229,10 +229,11 @@ class Settings(BaseSettings):
         "rate); spent locally, so the store sees one UPDATE per lease, not per request.")
     # --- end rate limits across ingress replicas ---------------------------------------------
     # --- ingress processes (issue 17, helper 7) ---------------------------------------------
-    ingress_interface: Literal["rsgi", "asgi"] = Field(
-        "rsgi", description="How granian hands requests to the ingress: rsgi (its own "
-        "interface, cheaper per request; bench/README.md) or asgi (the reference; uvicorn "
-        "serves ASGI only).")
+    ingress_interface: Literal["asgi", "rsgi"] = Field(
+        "asgi", description="How granian hands requests to the ingress: asgi (the reference; "
+        "uvicorn serves ASGI only) or rsgi (granian's own interface: ~1.2x the requests/s, "
+        "bench/README.md; but the path reaches the app percent-decoded, so `{id}%2Ftest` "
+        "reaches the dry run instead of a 404).")
     ingress_workers: int = Field(
         1, ge=1, le=64, description="Server processes of `hookstream ingress` on one address "
         "(each with its own Kafka producer; bench/README.md for the figures). More than 1 "

@@ -1,5 +1,6 @@
-"""The ingress on granian's RSGI interface: the webhook's POST straight to `Webhook`, every
-other request through a small ASGI adapter to the same `IngressApp`.
+"""The ingress on granian's RSGI interface (`HOOKSTREAM_INGRESS_INTERFACE=rsgi`, opt-in): the
+webhook's POST straight to `Webhook`, every other request through a small ASGI adapter to the
+same `IngressApp`.
 
 Why: under ASGI, granian's hand-over of each request and answer (the scope dict, the
 receive/send message dicts and their awaits) was the largest share of the ingress's Python
@@ -14,8 +15,9 @@ What RSGI cannot carry, and what the ingress then does:
 - the raw request path: granian gives the path percent-decoded, so `{id}%2Ftest` cannot be
   told from `{id}/test`. The webhook's route is safe (a decoded path of its shape had no
   `%2F`); any other path under /v1/hooks/ whose request line held an encoded slash is not
-  detectable, so the dry run may be reached by `{id}%2Ftest` (it still needs that
-  automation's key or signature).
+  detectable, so the dry run is reached by `{id}%2Ftest` (it still needs that automation's
+  key or signature) where ASGI answers 404 (tests/ingress/test_adversarial_corpus.py's
+  "encoded slash to the dry run"). That is why ASGI stays the default.
 - header values with bytes beyond ASCII: granian drops them (the name stays in
   `headers.keys()`); they reach the app as one non-ASCII byte (`DROPPED_VALUE`), which the
   checks refuse as they refuse any non-ASCII key (401 invalid_api_key, 400
