@@ -173,9 +173,11 @@ class Settings(BaseSettings):
         2, ge=1, le=16, description="aiokafka client only: producers used in turn (one "
         "produce request in flight per connection each).")
     ingress_linger_ms: float = Field(
-        0.5, ge=0, le=1000,
+        1.0, ge=0, le=1000,
         description="librdkafka's linger before a produce request leaves (ms; fractions "
-        "allowed).")
+        "allowed). 1 ms: fewer, larger produce requests for a broker sharing the cores "
+        "(bench/README.md: not slower at 2 connections, up to 1.2x the requests/s under "
+        "load).")
     ingress_send_timeout_seconds: float = Field(
         12.0, gt=0, description="How long the ingress waits for Kafka's acknowledgement "
         "before it answers 503. Longer than the brokers' `broker.session.timeout.ms` (9 s by "
