@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -17,10 +18,20 @@ import pytest
 from granian.constants import Interfaces
 from granian.server.embed import Server
 
+from automations.snapshot import ApiKeyHash
+from core.kafka.topics import Topics, ensure_topics
 from hookstream.local.kafka import free_port
 from ingress.rsgi import RsgiIngress
 
-from .conftest import Ingress, read_raw
+from .conftest import (
+    Ingress,
+    ServedIngress,
+    make_snapshot,
+    new_key,
+    publish_snapshots,
+    read_raw,
+    sha,
+)
 
 # The headers both hand-overs must agree on (granian adds date and server on RSGI only).
 COMPARED = ("content-type", "content-length", "retry-after", "allow")
@@ -146,3 +157,27 @@ async def test_a_chunked_body_is_limited_as_it_streams(ingress: Ingress,
         yield b'example.com"}'
     ok = await rsgi.post(ingress.url(), headers=headers, content=small())
     assert ok.status_code == 202, ok.text
+
+
+async def test_served_over_rsgi_starts_publishes_and_stops(
+        served_env: dict[str, str], kafka_bootstrap: str, topics: Topics,
+        tmp_path: Path) -> None:
+    """`hookstream ingress` with HOOKSTREAM_INGRESS_INTERFACE=rsgi: granian runs the app's
+    start (`__rsgi_init__`) before serving and its stop (`__rsgi_del__`) on SIGTERM."""
+    await ensure_topics(kafka_bootstrap, topics, 2)
+    key = new_key()
+    snap = make_snapshot(keys=[ApiKeyHash(sha(key))])
+    await publish_snapshots(kafka_bootstrap, topics, snap)
+    served = ServedIngress({**served_env, "HOOKSTREAM_INGRESS_INTERFACE": "rsgi"},
+                           free_port(), tmp_path / "ingress.log")
+    served.start()  # waits for /readyz 200: startup ran, the producer is connected
+    try:
+        async with httpx.AsyncClient(base_url=served.base_url, timeout=30) as client:
+            r = await client.post(f"/v1/hooks/{snap.id}", content=b'{"email": "a@x.nl"}',
+                                  headers={"X-API-Key": key})
+            assert r.status_code == 202, r.text
+    finally:
+        code = served.stop()
+    assert code == 0, (tmp_path / "ingress.log").read_text()[-3000:]
+    records = await read_raw(kafka_bootstrap, topics.raw, at_least=1)
+    assert [(rec.key, rec.value) for rec in records] == [(snap.id, b'{"email": "a@x.nl"}')]
