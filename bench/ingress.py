@@ -78,7 +78,8 @@ SECRETS_KEY = "bench-secrets-key"
 SIGNED_PER_SECOND = 15_000
 # Server knobs a bench run may vary (the baseline gets them too).
 PASS_THROUGH = ("HOOKSTREAM_INGRESS_PRODUCERS", "HOOKSTREAM_INGRESS_CLIENT",
-                "HOOKSTREAM_INGRESS_LINGER_MS", "HOOKSTREAM_INGRESS_WORKERS")
+                "HOOKSTREAM_INGRESS_LINGER_MS", "HOOKSTREAM_INGRESS_WORKERS",
+                "HOOKSTREAM_INGRESS_INTERFACE")
 BENTHOS = os.environ.get("BENCH_BENTHOS") or shutil.which("benthos")
 BENTHOS_CONF = """
 http: {{enabled: false}}

@@ -18,6 +18,7 @@ from ingress.app import IngressApp, create_app
 from ingress.asgi import configure_logging
 from ingress.cli import Server, serve
 from ingress.publishing import Headers
+from ingress.rsgi import RsgiIngress
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def app_from_env() -> IngressApp:
     return create_app(settings, publisher=NullPublisher())
 
 
+def rsgi_app_from_env() -> RsgiIngress:
+    """The same, over RSGI (`HOOKSTREAM_INGRESS_INTERFACE=rsgi`, as the ingress)."""
+    return RsgiIngress(app_from_env())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -54,8 +60,11 @@ def main() -> None:
     parser.add_argument("--server", type=Server, choices=list(Server), default=Server.granian)
     args = parser.parse_args()
     # Imported by the server's worker from the working directory (the repository's root).
-    serve(args.host, args.port, args.server, app="bench.ingress_baseline:app_from_env",
-          workers=get_settings().ingress_workers)
+    settings = get_settings()
+    rsgi = args.server is Server.granian and settings.ingress_interface == "rsgi"
+    app = "bench.ingress_baseline:" + ("rsgi_app_from_env" if rsgi else "app_from_env")
+    serve(args.host, args.port, args.server, app=app, workers=settings.ingress_workers,
+          rsgi=rsgi)
 
 
 if __name__ == "__main__":

@@ -173,9 +173,11 @@ class Settings(BaseSettings):
         2, ge=1, le=16, description="aiokafka client only: producers used in turn (one "
         "produce request in flight per connection each).")
     ingress_linger_ms: float = Field(
-        0.5, ge=0, le=1000,
+        1.0, ge=0, le=1000,
         description="librdkafka's linger before a produce request leaves (ms; fractions "
-        "allowed).")
+        "allowed). 1 ms: fewer, larger produce requests for a broker sharing the cores "
+        "(bench/README.md: not slower at 2 connections, up to 1.2x the requests/s under "
+        "load).")
     ingress_send_timeout_seconds: float = Field(
         12.0, gt=0, description="How long the ingress waits for Kafka's acknowledgement "
         "before it answers 503. Longer than the brokers' `broker.session.timeout.ms` (9 s by "
@@ -229,6 +231,11 @@ class Settings(BaseSettings):
         "rate); spent locally, so the store sees one UPDATE per lease, not per request.")
     # --- end rate limits across ingress replicas ---------------------------------------------
     # --- ingress processes (issue 17, helper 7) ---------------------------------------------
+    ingress_interface: Literal["asgi", "rsgi"] = Field(
+        "asgi", description="How granian hands requests to the ingress: asgi (the reference; "
+        "uvicorn serves ASGI only) or rsgi (granian's own interface: ~1.2x the requests/s, "
+        "bench/README.md; but the path reaches the app percent-decoded, so `{id}%2Ftest` "
+        "reaches the dry run instead of a 404).")
     ingress_workers: int = Field(
         1, ge=1, le=64, description="Server processes of `hookstream ingress` on one address "
         "(each with its own Kafka producer; bench/README.md for the figures). More than 1 "

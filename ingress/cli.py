@@ -41,24 +41,29 @@ def register(app: typer.Typer) -> None:
                         "PORT (each worker serves its own /metrics from that port on)",
                         fg="red", err=True)
             raise typer.Exit(2)
-        serve(host, port or s.ingress_port, server, workers=workers)
+        serve(host, port or s.ingress_port, server, workers=workers,
+              rsgi=server is Server.granian and s.ingress_interface == "rsgi")
 
 
 APP = "ingress.asgi:app_from_env"
+RSGI_APP = "ingress.rsgi:app_from_env"
 
 
-def serve(host: str, port: int, server: Server = Server.granian, app: str = APP,
-          workers: int = 1) -> None:
-    """Serve `app` (an import string naming an ASGI app factory) as the ingress is served:
-    in `workers` processes sharing the listening socket (the kernel spreads connections),
-    each building its own app (and Kafka producer) from the factory."""
+def serve(host: str, port: int, server: Server = Server.granian, app: str | None = None,
+          workers: int = 1, rsgi: bool = False) -> None:
+    """Serve `app` (an import string naming an app factory; default the ingress's) as the
+    ingress is served: in `workers` processes sharing the listening socket (the kernel
+    spreads connections), each building its own app (and Kafka producer) from the factory.
+    `rsgi`: the factory builds an RSGI app (granian only), else an ASGI one."""
+    if app is None:
+        app = RSGI_APP if rsgi else APP
     if server is Server.granian:
         from granian import Granian
         from granian.constants import Interfaces, Loops
 
         Granian(app, factory=True, address=host, port=port,
-                interface=Interfaces.ASGI, workers=workers, loop=Loops.uvloop, log_access=False,
-                workers_kill_timeout=15).serve()
+                interface=Interfaces.RSGI if rsgi else Interfaces.ASGI, workers=workers,
+                loop=Loops.uvloop, log_access=False, workers_kill_timeout=15).serve()
     else:
         import uvicorn
 

@@ -126,14 +126,20 @@ class Endpoint:
         self._too_large = too_large_detail(max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        automation_id: str = scope["path_params"]["automation_id"]
+        status, body, headers = await self.reply(scope, receive,
+                                                 scope["path_params"]["automation_id"])
+        await respond(send, status, body, headers)
+
+    async def reply(self, scope: Scope, receive: Receive,
+                    automation_id: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The answer to one request (status, body, headers but Content-Length), counted in
+        the metrics: what ASGI (`__call__`) and RSGI (`ingress.rsgi`) send."""
         try:
             status, body = await self.handle(scope, receive, automation_id)
         except HttpError as err:
-            await self.error(send, self.label(automation_id), err)
-            return
-        await respond(send, status, body)
+            return self.refuse(self.label(automation_id), err)
         self.metrics.request(self.route, status)
+        return status, body, JSON_HEADERS
 
     async def handle(self, scope: Scope, receive: Receive,
                      automation_id: str) -> tuple[int, bytes]:
@@ -146,14 +152,20 @@ class Endpoint:
         return automation_id if self.cache.get(automation_id) is not None else UNKNOWN
 
     async def error(self, send: Send, automation: str, err: HttpError) -> None:
+        status, body, headers = self.refuse(automation, err)
+        await respond(send, status, body, headers)
+
+    def refuse(self, automation: str,
+               err: HttpError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The error answer to `err`, counted (metrics, refusal reports)."""
         headers = JSON_HEADERS
         if err.retry_after is not None:
             headers = [*JSON_HEADERS, (b"retry-after", retry_after_header(err.retry_after))]
-        await respond(send, err.status, error_body(err.code, err.detail), headers)
         self.metrics.request(self.route, err.status)
         self.metrics.reject(automation, err.code)
         if self.refusals is not None:
             self.refusals.count(automation, err)
+        return err.status, error_body(err.code, err.detail), headers
 
     def authenticate(self, scope: Scope, automation_id: str, *, require_enabled: bool) -> Head:
         head = Head(automation_id)
