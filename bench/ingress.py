@@ -220,21 +220,27 @@ BASELINE = ("bench.ingress_baseline",)
 
 
 class Server:
-    def __init__(self, module: tuple[str, ...], env: dict[str, str], log: Path) -> None:
+    """One ingress (or baseline) process on a free port, run from `root` (another checkout
+    for bench/ingress_ab.py's variants) with this interpreter."""
+
+    def __init__(self, module: tuple[str, ...], env: dict[str, str], log: Path,
+                 root: Path = ROOT, name: str = "the ingress") -> None:
         self.module = module
         self.port = free_port()
         self.env = env
         self.log = log
+        self.root = root
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *self.module, "--port", str(self.port), "--server", SERVER],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root,
             start_new_session=True)
         out.close()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
@@ -242,7 +248,7 @@ class Server:
             except httpx.HTTPError:
                 pass  # not listening yet
             time.sleep(0.2)
-        raise SystemExit(f"the ingress did not become ready; see {self.log}")
+        raise SystemExit(f"{self.name} did not become ready; see {self.log}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -21,61 +21,44 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from automations.snapshot import ApiKeyHash  # noqa: E402
-from bench.ingress import Scripts, body600, ensure_wrk, run_wrk  # noqa: E402
+from bench.ingress import (  # noqa: E402
+    BASELINE,
+    INGRESS,
+    Scripts,
+    Server,
+    body600,
+    ensure_wrk,
+    run_wrk,
+)
 from bench.streams_common import kafka, replication  # noqa: E402
 from core.kafka.topics import Topics, ensure_topics  # noqa: E402
-from hookstream.local.kafka import free_port, named_or_scratch_broker  # noqa: E402
+from hookstream.local.kafka import named_or_scratch_broker  # noqa: E402
 from tests.ingress.conftest import make_snapshot, new_key, publish_snapshots, sha  # noqa: E402
 
 
-class Variant:
+class Variant(Server):
+    """NAME=ROOT[:VAR=VALUE,...]: the ingress of checkout ROOT with those variables."""
+
     def __init__(self, spec: str, env: dict[str, str], tmp: Path, null: bool) -> None:
-        self.name, _, rest = spec.partition("=")
+        name, _, rest = spec.partition("=")
         root, _, assigns = rest.partition(":")
-        self.root = Path(root or ".").resolve()
-        self.env = {**env, "HOOKSTREAM_VAR_DIR": str(tmp / self.name)}
+        env = {**env, "HOOKSTREAM_VAR_DIR": str(tmp / name)}
         for assign in filter(None, assigns.split(",")):
             var, _, value = assign.partition("=")
-            self.env[var] = value
-        self.module = ["bench.ingress_baseline"] if null else ["hookstream.cli", "ingress"]
-        self.log = tmp / f"{self.name}.log"
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([sys.executable, "-m", *self.module, "--port",
-                                      str(self.port)], env=self.env, stdout=out,
-                                     stderr=subprocess.STDOUT, cwd=self.root,
-                                     start_new_session=True)
-        out.close()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass  # not listening yet
-            time.sleep(0.2)
-        raise SystemExit(f"{self.name} did not become ready; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            self.proc.wait(30)
+            env[var] = value
+        super().__init__(BASELINE if null else INGRESS, env, tmp / f"{name}.log",
+                         root=Path(root or ".").resolve(), name=name)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from ingress.idempotency import IdempotencyStore, KeyClaim, Replay
 from ingress.migrations import migrate
@@ -115,6 +115,14 @@ async def test_a_waiter_gives_up_after_max_wait(make_store: Factory) -> None:
     assert 0.45 <= time.monotonic() - t0 < 3
 
 
+def _schema_drift(conn: Connection) -> list[object]:
+    """What differs between the database's ingress tables and ingress/tables.py."""
+    ctx = MigrationContext.configure(conn, opts={
+        "version_table": "alembic_version_ingress",
+        "include_name": lambda name, kind, _p: kind != "table" or name in METADATA.tables})
+    return compare_metadata(ctx, METADATA)
+
+
 def test_the_postgres_tables_come_from_the_ingress_migrations(postgres_db: str) -> None:
     store = IdempotencyStore(postgres_db, window_seconds=60)
     store.open()
@@ -128,10 +136,7 @@ def test_the_postgres_tables_come_from_the_ingress_migrations(postgres_db: str) 
             version = conn.execute(text("SELECT version_num FROM alembic_version_ingress"))
             assert version.scalar_one() == "0202_rate_buckets"
             # The history and ingress/tables.py describe the same schema.
-            ctx = MigrationContext.configure(conn, opts={
-                "version_table": "alembic_version_ingress",
-                "include_name": lambda name, kind, _p: kind != "table" or name in METADATA.tables})
-            assert compare_metadata(ctx, METADATA) == []
+            assert _schema_drift(conn) == []
     finally:
         engine.dispose()
 
@@ -149,10 +154,7 @@ def test_a_rate_table_made_by_the_first_release_is_adopted(postgres_db: str) -> 
         migrate(postgres_db)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT tokens FROM ingress_rate_buckets")).scalar_one() == 1.5
-            ctx = MigrationContext.configure(conn, opts={
-                "version_table": "alembic_version_ingress",
-                "include_name": lambda name, kind, _p: kind != "table" or name in METADATA.tables})
-            assert compare_metadata(ctx, METADATA) == []
+            assert _schema_drift(conn) == []
     finally:
         engine.dispose()
 
