@@ -127,9 +127,11 @@ class Faults(threading.Thread):
             self.error = exc
 
 
-async def _load(url: str, key: str, faults: Faults) -> tuple[set[str], Counter[str], float]:
+async def _load(url: str, key: str,
+                faults: Faults) -> tuple[set[str], Counter[str], list[float]]:
     """RATE webhooks a second for SECONDS, each a new respondent, while `faults` runs.
-    Returns the accepted addresses, the statuses and the rate at which requests were sent.
+    Returns the accepted addresses, the statuses and when each request was sent (seconds
+    after `faults.t0`).
 
     Open loop, as integrators send: while the killed broker's partitions wait for a new
     leader (fencing takes 6 s here) about RATE * 8 requests are in flight at once, each on a
@@ -157,13 +159,19 @@ async def _load(url: str, key: str, faults: Faults) -> tuple[set[str], Counter[s
         t0 = faults.t0
         faults.start()
         tasks: list[asyncio.Task[None]] = []
-        while (elapsed := time.monotonic() - t0) < SECONDS:
-            while len(tasks) < int(elapsed * RATE):
+        launched: list[float] = []
+        total = RATE * SECONDS
+        # On schedule: request i leaves at i / RATE. A load client starved of CPU for a moment
+        # (a shared 2-core machine) catches up on its next tick, as a retrying integrator would,
+        # instead of sending fewer requests.
+        while len(tasks) < total:
+            elapsed = time.monotonic() - t0
+            while len(tasks) < min(total, int(elapsed * RATE)):
                 tasks.append(asyncio.create_task(one(len(tasks))))
+                launched.append(elapsed)
             await asyncio.sleep(0.01)
-        sent_rate = len(tasks) / (time.monotonic() - t0)
         await asyncio.gather(*tasks)
-    return accepted, statuses, sent_rate
+    return accepted, statuses, launched
 
 
 @pytest.mark.timeout(600)
@@ -188,7 +196,7 @@ def test_pipeline_on_three_brokers_through_a_broker_kill(
         assert r.status_code == 202, r.text
 
         faults = Faults(cluster, cluster.nodes[-1].node_id, time.monotonic())
-        accepted, statuses, sent_rate = asyncio.run(_load(url, key, faults))
+        accepted, statuses, launched = asyncio.run(_load(url, key, faults))
         faults.join(300)  # the node back before the next test shares the cluster
         assert faults.error is None, faults.error
 
@@ -204,14 +212,19 @@ def test_pipeline_on_three_brokers_through_a_broker_kill(
         mailed = _recipients(mail_dir)
         lost = accepted - set(mailed)
         duplicates = {a: n for a, n in mailed.items() if n > 1}
-        print(f"\n{' · '.join(faults.events)}\nsent={sum(statuses.values())} at "
-              f"{sent_rate:.0f}/s accepted={len(accepted)} "
+        # The load really ran while the broker was down: requests sent between the kill and
+        # the restart, against the schedule's count.
+        down = sum(1 for t in launched if KILL_AT <= t < RESTART_AT)
+        print(f"\n{' · '.join(faults.events)}\nsent={sum(statuses.values())} "
+              f"(while down {down}/{int((RESTART_AT - KILL_AT) * RATE)}, "
+              f"last at {launched[-1]:.1f}s) accepted={len(accepted)} "
               f"mailed_distinct={len(set(mailed) & accepted)} lost={len(lost)} "
               f"duplicates={sum(n - 1 for n in duplicates.values())} statuses={dict(statuses)}")
         assert mailed["big@example.com"] == 1
         assert not lost, sorted(lost)[:20]
         assert not duplicates, duplicates
-        assert sent_rate >= RATE * 0.98 and sum(statuses.values()) >= RATE * SECONDS * 0.98
+        assert sum(statuses.values()) == RATE * SECONDS
+        assert down >= (RESTART_AT - KILL_AT) * RATE * 0.9, down
         assert set(statuses) == {"202"}, statuses  # no 503 with two of three brokers up
     finally:
         stack.stop()
