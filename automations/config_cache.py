@@ -2,7 +2,7 @@
 
 A plain consumer without a group (every process reads the whole topic; no rebalances, no
 missed keys) reads from the beginning, marks itself ready once it has caught up with the end
-offsets seen at start, and keeps following so changes apply within a poll interval.
+offsets seen at start, and keeps following so changes apply as soon as a fetch returns them.
 """
 
 from __future__ import annotations
@@ -48,9 +48,12 @@ class ConfigCache:
         self._listeners.append(listener)
 
     async def start(self, wait_ready: float | None = 30.0) -> None:
+        # The broker answers a fetch as soon as a record is there, so the wait bounds only
+        # idle polls: 500 ms (not 100) spares every service 8 empty fetches a second without
+        # delaying a change (issue 17).
         self._consumer = clients.consumer(
             self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=100)
+            auto_offset_reset="earliest", fetch_max_wait_ms=500)
         await self._consumer.start()
         partitions = await self._wait_for_partitions()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]

@@ -32,7 +32,7 @@ from prometheus_client import REGISTRY
 from automations.config_cache import ConfigCache
 from core.kafka import clients
 from core.kafka.clients import ConnectGate, KafkaConnection
-from core.kafka.lag import Election, LagCollector
+from core.kafka.lag import Election, LagCollector, hookstream_groups
 from core.kafka.plan import TopicGate
 from core.kafka.topics import Topics
 from core.logs import KAFKA_LOGGERS, install_repeat_filter
@@ -93,9 +93,11 @@ class StreamsRuntime(mode.Service):
         # Consumer lag of every hookstream group (this worker's and the notifier's), served on
         # the /metrics of one worker at a time as hookstream_consumer_lag{group,topic,partition}:
         # the workers elect it in a consumer group of their own on the (one-partition, empty)
-        # Faust leader topic, so the lag is counted once however many workers run.
+        # Faust leader topic, so the lag is counted once however many workers run. Only groups
+        # named as hookstream's are read: on a shared cluster most groups are not ours.
         self.lag = LagCollector(kafka, settings.topic_prefix, election=Election(
-            kafka, lag_exporter_group(settings.topic_prefix), self.topics.faust_leader))
+            kafka, lag_exporter_group(settings.topic_prefix), self.topics.faust_leader),
+            group_prefix=hookstream_groups(settings.topic_prefix))
         self._lag_registered = False
         self.started_ok = False
 
@@ -207,6 +209,15 @@ def run_worker(loglevel: str = "info", host: str | None = None) -> None:
     app = create_app(host=host or s.metrics_host)
     # A broker outage is one line per interval with a count, not one per connection attempt.
     install_repeat_filter((*KAFKA_LOGGERS, "faust", "streams"), s.log_repeat_seconds)
+    make_worker(app, loglevel).execute_from_commandline()
+
+
+def make_worker(app: faust.App, loglevel: str = "info") -> faust.Worker:
+    """The Faust worker that runs `app` and its runtime, without Faust's start-up spinner:
+    at a log level of warn or above, the spinner sets the root logger to DEBUG (so that every
+    record turns it) and leaves it there, so every aiokafka debug call built a record that
+    the handler then dropped: ~9% of the worker's CPU at `--loglevel warn` (py-spy, issue 17)."""
     # A service given to the worker starts before the app, not after Faust's rebalance.
     worker = faust.Worker(app, app.hookstream_runtime, loglevel=loglevel)
-    worker.execute_from_commandline()
+    worker.spinner = None
+    return worker

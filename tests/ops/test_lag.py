@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
-from core.kafka.lag import LagCollector
+from core.kafka.lag import LagCollector, LagReader, hookstream_groups
 from core.kafka.topics import Topics
 from hookstream.cli import app
 
@@ -126,3 +126,24 @@ def test_lag_collector_exports_the_gauge(kafka_bootstrap: str, ready_topics: Top
         line = (f'hookstream_consumer_lag{{group="{group}",partition="{p}",'
                 f'topic="{ready_topics.raw}"}} {float(n - CONSUMED.get(p, 0))}')
         assert line in text, text
+
+
+def test_lag_reads_only_the_groups_named_as_hookstreams(kafka_bootstrap: str,
+                                                        ready_topics: Topics) -> None:
+    """The worker's collector (group_prefix = hookstream_groups) leaves out a group named
+    otherwise even when it committed on our topics: on a shared cluster most groups are
+    someone else's, and fetching each one's offsets every 15 s costs two requests a group."""
+    foreign = _setup(kafka_bootstrap, ready_topics)  # `<prefix>ops-lag-test`: not ours
+    ours = hookstream_groups(ready_topics.prefix) + "notifier"
+    asyncio.run(_consume_and_commit(kafka_bootstrap, ready_topics.raw, ours))
+
+    async def read() -> tuple[set[str], set[str]]:
+        async with LagReader(kafka_bootstrap) as reader:
+            every = await reader.read(ready_topics.prefix)
+            named = await reader.read(ready_topics.prefix,
+                                      group_prefix=hookstream_groups(ready_topics.prefix))
+        return ({p.group for p in every.partitions}, {p.group for p in named.partitions})
+
+    every, named = asyncio.run(read())
+    assert {foreign, ours} <= every  # without the filter both show (the `hookstream lag` view)
+    assert named == {ours}
