@@ -50,7 +50,9 @@ class ConfigCache:
     async def start(self, wait_ready: float | None = 30.0) -> None:
         self._consumer = clients.consumer(
             self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=100)
+            auto_offset_reset="earliest",
+            # Idle almost always: a new snapshot is answered at once, idle polls cost the broker.
+            fetch_max_wait_ms=clients.IDLE_FETCH_WAIT_MS)
         await self._consumer.start()
         partitions = await self._wait_for_partitions()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]

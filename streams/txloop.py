@@ -171,7 +171,10 @@ class TransactionalLoop:
             enable_auto_commit=False, heartbeat_interval_ms=self.cfg.heartbeat_interval_ms,
             auto_offset_reset="earliest", isolation_level="read_committed",
             session_timeout_ms=self.cfg.session_timeout_ms, max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=100, max_partition_fetch_bytes=4 * 1024 * 1024)
+            # A busy topic is answered at once; this bounds idle polls (the scheduler's topic
+            # is idle unless invitations are delayed), each a request the broker pays for.
+            fetch_max_wait_ms=clients.IDLE_FETCH_WAIT_MS,
+            max_partition_fetch_bytes=4 * 1024 * 1024)
         await self.consumer.start()
         self.consumer.subscribe([self.cfg.topic], listener=_Listener(self))
         self.running = True
