@@ -74,6 +74,9 @@ class Tuning:
     give_up_after: float = 3600.0  # a 4xx that lasts this long becomes a failed outcome
     unknown_automation_wait: float = 5.0  # the config topic may lag the invitation a little
     busy_poll: float = 0.5
+    # Full (max_in_flight) for longer than this: poll (paused) to stay in the group, whose
+    # max.poll.interval.ms (300 s) a consumer that does not poll would exceed.
+    full_wait: float = 60.0
     commit_interval: float = 0.2
     held_sweep_interval: float = 30.0  # held invitations are checked for expiry this often
     held_sweep_batch: int = 500
@@ -128,19 +131,38 @@ class InvitationService(ConsumerService):
         self._wake_sweep.set()  # held invitations from before this start
         self._sweeper = asyncio.create_task(self._sweep_held(), name="notifier-held-sweep")
         paused = False
+        full_since: float | None = None  # loop time the notifier filled up (max_in_flight)
         loop = asyncio.get_running_loop()
         last_commit = loop.time()
         try:
             while not self._stopping.is_set():
                 room = self.tuning.max_in_flight - len(self._tasks)
-                if room <= 0 and not paused:
-                    # Keep polling (group membership) but fetch nothing until tasks finish.
-                    consumer.pause(*consumer.assignment())
-                    paused = True
-                elif room > 0 and paused:
-                    consumer.resume(*consumer.assignment())
-                    paused = False
-                batches = await consumer.getmany(timeout_ms=100, max_records=max(1, room))
+                if room > 0:
+                    full_since = None
+                elif full_since is None:
+                    full_since = loop.time()
+                if full_since is None:
+                    if paused:
+                        consumer.resume(*consumer.assignment())
+                        paused = False
+                    batches = await consumer.getmany(timeout_ms=100, max_records=room)
+                elif loop.time() - full_since < self.tuning.full_wait:
+                    # Full: wait for a task to finish, without polling. Pausing instead made
+                    # aiokafka drop the records it had fetched and fetch them again on resume,
+                    # up to 1 MiB a partition each time the notifier filled up: behind a
+                    # backlog the broker sent the due topic ~50 times over (issue 17). Fetched
+                    # records stay buffered meanwhile; aiokafka fetches a partition again only
+                    # once they are taken. Heartbeats and rebalances need no poll.
+                    await asyncio.wait(set(self._tasks), timeout=self.tuning.busy_poll,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    batches = {}
+                else:
+                    # Full for long (SMTP away?): keep polling so the group keeps us
+                    # (max.poll.interval.ms), fetching nothing until tasks finish.
+                    if not paused:
+                        consumer.pause(*consumer.assignment())
+                        paused = True
+                    batches = await consumer.getmany(timeout_ms=100, max_records=1)
                 now_ms = time.time() * 1000
                 for tp, records in batches.items():
                     for rec in records:
