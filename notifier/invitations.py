@@ -19,6 +19,7 @@ past its due time, and `suppressed` when the automation is deleted (the only way
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -115,6 +116,7 @@ class InvitationService(ConsumerService):
         self.owner = f"notifier-{uuid.uuid4()}"
         self._lease = self.tuning.lease(pool.config.timeout)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_done = asyncio.Event()  # set as each task ends: room for the next record
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = defaultdict(int)
         self._published: set[str] = set()  # outcome out, flag not yet written to SQL
@@ -153,8 +155,12 @@ class InvitationService(ConsumerService):
                     # backlog the broker sent the due topic ~50 times over (issue 17). Fetched
                     # records stay buffered meanwhile; aiokafka fetches a partition again only
                     # once they are taken. Heartbeats and rebalances need no poll.
-                    await asyncio.wait(set(self._tasks), timeout=self.tuning.busy_poll,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    # (An event, not asyncio.wait on the tasks: that would add and remove
+                    # a callback on each of the max_in_flight tasks for every task that ends.)
+                    self._task_done.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.tuning.busy_poll):
+                            await self._task_done.wait()
                     batches = {}
                 else:
                     # Full for long (SMTP away?): keep polling so the group keeps us
@@ -170,7 +176,7 @@ class InvitationService(ConsumerService):
                         self._tracker.add(tp, rec.offset)
                         task = asyncio.create_task(self._work(tp, rec))
                         self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        task.add_done_callback(self._ended)
                 if (loop.time() - last_commit >= self.tuning.commit_interval
                         and (self._committing is None or self._committing.done())):
                     # In the background: fetching and dispatching never wait for a commit.
@@ -178,6 +184,10 @@ class InvitationService(ConsumerService):
                     last_commit = loop.time()
         finally:
             await self._shutdown()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._task_done.set()
 
     async def _commit_now(self) -> None:
         try:
