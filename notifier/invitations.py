@@ -116,7 +116,7 @@ class InvitationService(ConsumerService):
         self.owner = f"notifier-{uuid.uuid4()}"
         self._lease = self.tuning.lease(pool.config.timeout)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._task_done = asyncio.Event()  # set as each task ends: room for the next record
+        self._task_done = asyncio.Event()  # set as tasks end: room for more records
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = defaultdict(int)
         self._published: set[str] = set()  # outcome out, flag not yet written to SQL
@@ -187,7 +187,11 @@ class InvitationService(ConsumerService):
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._task_done.set()
+        # A full notifier refills by an eighth of max_in_flight at a time: woken for every
+        # task that ends, it would fetch and dispatch one record a turn (CPU per mail).
+        max_in_flight = self.tuning.max_in_flight
+        if len(self._tasks) <= max_in_flight - max(1, max_in_flight // 8):
+            self._task_done.set()
 
     async def _commit_now(self) -> None:
         try:
