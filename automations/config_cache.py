@@ -53,7 +53,7 @@ class ConfigCache:
         # delaying a change (issue 17).
         self._consumer = clients.consumer(
             self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=500)
+            auto_offset_reset="earliest", fetch_max_wait_ms=clients.IDLE_FETCH_WAIT_MS)
         await self._consumer.start()
         partitions = await self._wait_for_partitions()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]

@@ -42,7 +42,7 @@ BUCKET_MS = 5 * 60 * 1000
 DAY_MS = 24 * 60 * 60 * 1000
 # At most two fetches a second while the topics are quiet or trickle (a sample shows within
 # half a second, and the console polls every second); at once when 64 KiB are waiting.
-FETCH_MAX_WAIT_MS = 500
+FETCH_MAX_WAIT_MS = clients.IDLE_FETCH_WAIT_MS
 FETCH_MIN_BYTES = 64 * 1024
 
 

@@ -20,7 +20,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from core.kafka import clients
-from core.kafka.clients import Kafka
+from core.kafka.clients import IDLE_FETCH_WAIT_MS, Kafka
 from notifier.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,9 @@ log = logging.getLogger(__name__)
 Hook = Callable[[], Awaitable[None]]
 # A rebalance normally ends within seconds; without partitions for longer, not ready.
 REBALANCE_GRACE_S = 30.0
-# How long the broker may hold a fetch that finds nothing new. It answers as soon as a record
-# is readable (read_committed: as soon as a commit marker moves the last stable offset), so
-# this bounds only idle polls, and each idle poll costs the broker CPU: at 50 ms the two
-# consumers of an idle notifier took ~8% of a core of the broker's (issue 17, bench/README.md).
-FETCH_MAX_WAIT_MS = 500
+# How long the broker may hold a fetch that finds nothing new (see IDLE_FETCH_WAIT_MS): at
+# 50 ms the two consumers of an idle notifier took ~8% of a core of the broker's.
+FETCH_MAX_WAIT_MS = IDLE_FETCH_WAIT_MS
 
 
 class TrackedConsumer:

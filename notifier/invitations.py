@@ -19,6 +19,7 @@ past its due time, and `suppressed` when the automation is deleted (the only way
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -74,6 +75,9 @@ class Tuning:
     give_up_after: float = 3600.0  # a 4xx that lasts this long becomes a failed outcome
     unknown_automation_wait: float = 5.0  # the config topic may lag the invitation a little
     busy_poll: float = 0.5
+    # Full (max_in_flight) for longer than this: poll (paused) to stay in the group, whose
+    # max.poll.interval.ms (300 s) a consumer that does not poll would exceed.
+    full_wait: float = 60.0
     commit_interval: float = 0.2
     held_sweep_interval: float = 30.0  # held invitations are checked for expiry this often
     held_sweep_batch: int = 500
@@ -112,6 +116,7 @@ class InvitationService(ConsumerService):
         self.owner = f"notifier-{uuid.uuid4()}"
         self._lease = self.tuning.lease(pool.config.timeout)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_done = asyncio.Event()  # set as tasks end: room for more records
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = defaultdict(int)
         self._published: set[str] = set()  # outcome out, flag not yet written to SQL
@@ -128,19 +133,42 @@ class InvitationService(ConsumerService):
         self._wake_sweep.set()  # held invitations from before this start
         self._sweeper = asyncio.create_task(self._sweep_held(), name="notifier-held-sweep")
         paused = False
+        full_since: float | None = None  # loop time the notifier filled up (max_in_flight)
         loop = asyncio.get_running_loop()
         last_commit = loop.time()
         try:
             while not self._stopping.is_set():
                 room = self.tuning.max_in_flight - len(self._tasks)
-                if room <= 0 and not paused:
-                    # Keep polling (group membership) but fetch nothing until tasks finish.
-                    consumer.pause(*consumer.assignment())
-                    paused = True
-                elif room > 0 and paused:
-                    consumer.resume(*consumer.assignment())
-                    paused = False
-                batches = await consumer.getmany(timeout_ms=100, max_records=max(1, room))
+                if room > 0:
+                    full_since = None
+                elif full_since is None:
+                    full_since = loop.time()
+                if full_since is None:
+                    if paused:
+                        consumer.resume(*consumer.assignment())
+                        paused = False
+                    batches = await consumer.getmany(timeout_ms=100, max_records=room)
+                elif loop.time() - full_since < self.tuning.full_wait:
+                    # Full: wait for a task to finish, without polling. Pausing instead made
+                    # aiokafka drop the records it had fetched and fetch them again on resume,
+                    # up to 1 MiB a partition each time the notifier filled up: behind a
+                    # backlog the broker sent the due topic ~50 times over (issue 17). Fetched
+                    # records stay buffered meanwhile; aiokafka fetches a partition again only
+                    # once they are taken. Heartbeats and rebalances need no poll.
+                    # (An event, not asyncio.wait on the tasks: that would add and remove
+                    # a callback on each of the max_in_flight tasks for every task that ends.)
+                    self._task_done.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.tuning.busy_poll):
+                            await self._task_done.wait()
+                    batches = {}
+                else:
+                    # Full for long (SMTP away?): keep polling so the group keeps us
+                    # (max.poll.interval.ms), fetching nothing until tasks finish.
+                    if not paused:
+                        consumer.pause(*consumer.assignment())
+                        paused = True
+                    batches = await consumer.getmany(timeout_ms=100, max_records=1)
                 now_ms = time.time() * 1000
                 for tp, records in batches.items():
                     for rec in records:
@@ -148,7 +176,7 @@ class InvitationService(ConsumerService):
                         self._tracker.add(tp, rec.offset)
                         task = asyncio.create_task(self._work(tp, rec))
                         self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        task.add_done_callback(self._ended)
                 if (loop.time() - last_commit >= self.tuning.commit_interval
                         and (self._committing is None or self._committing.done())):
                     # In the background: fetching and dispatching never wait for a commit.
@@ -156,6 +184,14 @@ class InvitationService(ConsumerService):
                     last_commit = loop.time()
         finally:
             await self._shutdown()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        # A full notifier refills by an eighth of max_in_flight at a time: woken for every
+        # task that ends, it would fetch and dispatch one record a turn (CPU per mail).
+        max_in_flight = self.tuning.max_in_flight
+        if len(self._tasks) <= max_in_flight - max(1, max_in_flight // 8):
+            self._task_done.set()
 
     async def _commit_now(self) -> None:
         try:

@@ -108,6 +108,9 @@ class LoopConfig:
     backoff_max_s: float = 30.0
     # Readiness turns false after this long without partitions during a rebalance.
     rebalance_grace_s: float = 30.0
+    # Output topics whose records need not follow their key (streams.batching.BatchSender):
+    # one partition of each per transaction.
+    sticky_topics: frozenset[str] = frozenset()
 
 
 class TransactionalLoop:
@@ -171,7 +174,10 @@ class TransactionalLoop:
             enable_auto_commit=False, heartbeat_interval_ms=self.cfg.heartbeat_interval_ms,
             auto_offset_reset="earliest", isolation_level="read_committed",
             session_timeout_ms=self.cfg.session_timeout_ms, max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=100, max_partition_fetch_bytes=4 * 1024 * 1024)
+            # A busy topic is answered at once; this bounds idle polls (the scheduler's topic
+            # is idle unless invitations are delayed), each a request the broker pays for.
+            fetch_max_wait_ms=clients.IDLE_FETCH_WAIT_MS,
+            max_partition_fetch_bytes=4 * 1024 * 1024)
         await self.consumer.start()
         self.consumer.subscribe([self.cfg.topic], listener=_Listener(self))
         self.running = True
@@ -256,7 +262,8 @@ class TransactionalLoop:
             t1 = time.perf_counter()
             in_transaction = True
             sent = await send_in_transaction(producer, self._partitions, outputs,
-                                             {tp: records[-1].offset + 1}, self.cfg.group_id)
+                                             {tp: records[-1].offset + 1}, self.cfg.group_id,
+                                             self.cfg.sticky_topics)
             self._handle_stage.observe(t1 - t0)
             self._commit_stage.observe(time.perf_counter() - t1)
         except asyncio.CancelledError:
@@ -337,7 +344,8 @@ class TransactionalLoop:
         try:
             outputs = self.dead_letter(tp, record, GIVEN_UP, detail)
             await send_in_transaction(self.producers[tp], self._partitions, outputs,
-                                      {tp: record.offset + 1}, self.cfg.group_id)
+                                      {tp: record.offset + 1}, self.cfg.group_id,
+                                      self.cfg.sticky_topics)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the partition stays stuck (readiness says so)
@@ -501,12 +509,14 @@ class _Listener(ConsumerRebalanceListener):
 async def send_in_transaction(producer: AIOKafkaProducer, partitions: dict[str, list[int]],
                               outputs: Sequence[Output],
                               offsets: dict[TopicPartition, int] | None = None,
-                              group_id: str = "") -> list[Sent]:
+                              group_id: str = "",
+                              sticky: frozenset[str] = frozenset()) -> list[Sent]:
     """Send `outputs` (and commit `offsets` for `group_id`) in one transaction. On any
-    failure the transaction is aborted and the failure re-raised: none of it is visible."""
+    failure the transaction is aborted and the failure re-raised: none of it is visible.
+    `sticky`: topics whose outputs go to one partition (see BatchSender)."""
     await producer.begin_transaction()
     try:
-        sent = await BatchSender(producer, partitions).send_all(outputs)
+        sent = await BatchSender(producer, partitions, sticky).send_all(outputs)
         # Every batch delivered before the commit: a batch the broker refuses outright (say,
         # MessageSizeTooLarge) fails only its own future, and the commit would go through
         # without it. The offsets go to the transaction meanwhile (issue 17: AddOffsetsToTxn

@@ -57,6 +57,13 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 RECORD_OVERHEAD_BYTES = 64 * 1024
 # The producers' limit when no body limit is known (aiokafka's and librdkafka's default).
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+# How long the broker may hold a long-lived consumer's fetch that finds nothing new
+# (`fetch_max_wait_ms`). The broker answers as soon as a record is readable (read_committed:
+# as soon as a commit marker moves the last stable offset), so this bounds only idle polls,
+# and every idle poll costs the broker a request: at 50-100 ms each idle consumer cost the
+# broker several percent of a core (issue 17, bench/README.md). Not for short reads to a
+# known end, which never wait.
+IDLE_FETCH_WAIT_MS = 500
 
 
 def max_request_bytes(max_body_bytes: int) -> int:

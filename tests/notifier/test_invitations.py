@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -124,12 +126,20 @@ async def test_smtp_down_for_a_while_then_every_invitation_once(
     await bus.snapshot(snap)
     await bus.due(invitation(snap, email="warmup@example.com"))
     await bus.outcomes(1)  # pool connections are open now; the server goes away under them
+    # At most 4 in flight, so the notifier fills up while SMTP is down: it waits for a task
+    # to finish (keeping what it fetched), and after `full_wait` polls paused (issue 17).
+    service = notifier.invitations
+    assert service is not None
+    service.tuning = replace(service.tuning, max_in_flight=4, full_wait=0.5)
     smtp.stop()
     reqs = [invitation(snap, email=f"r{i}@example.com") for i in range(12)]
     for req in reqs:
         await bus.due(req)
     await wait_for(lambda: notifier.invitations and
                    _retries(notifier) >= 3, what="retries while SMTP is down")
+    await wait_for(lambda: len(service._tasks) == 4, what="four invitations in flight")
+    await asyncio.sleep(0.6)  # past full_wait: polling paused
+    assert len(service._tasks) == 4  # never more than max_in_flight
     smtp.start()  # back, same port
     outs = await bus.outcomes(13, timeout=30)
     assert [o["status"] for o in outs] == ["sent"] * 13
