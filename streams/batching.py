@@ -101,21 +101,10 @@ class Sent:
 
 
 class BatchSender:
-    """`sticky`: topics whose readers do not need a key's records in one partition (the due
-    topic: the notifier claims each invitation in SQL, whichever partition brings it). All of
-    one `send_all`'s outputs to such a topic go to one partition, the one its first key hashes
-    to, as Kafka's sticky partitioner does for unkeyed records: a transaction then touches one
-    partition of the topic instead of up to all of them (issue 17: each partition a
-    transaction touches costs the broker an AddPartitionsToTxn entry, a log append, a commit
-    marker and a wake-up of its readers; at 200 webhooks/s a transaction carried ~4.5 of the
-    due topic's 6). Deterministic: a retried batch goes where its first attempt went."""
-
     def __init__(self, producer: AIOKafkaProducer,
-                 partitions: dict[str, list[int]] | None = None,
-                 sticky: frozenset[str] = frozenset()) -> None:
+                 partitions: dict[str, list[int]] | None = None) -> None:
         self.producer = producer
         self._partitions = partitions if partitions is not None else {}  # may be shared
-        self._sticky = sticky
 
     async def _partitions_of(self, topic: str) -> list[int]:
         parts = self._partitions.get(topic)
@@ -129,7 +118,6 @@ class BatchSender:
         partition. Await the futures (or commit the transaction) for delivery."""
         open_: dict[tuple[str, int], list] = {}  # (topic, partition) -> [builder, count]
         sent: list[Sent] = []
-        stuck: dict[str, int] = {}  # sticky topic -> this call's partition
         outputs = outputs if isinstance(outputs, list) else list(outputs)
         # The keys' hashes for the whole batch at once (`murmur2_many`), in output order.
         hashes = iter(murmur2_many([o.key for o in outputs
@@ -143,8 +131,6 @@ class BatchSender:
                 # As `partition_for`: aiokafka's DefaultPartitioner.
                 partition = parts[(next(hashes) & 0x7FFFFFFF) % len(parts)] \
                     if o.key is not None else parts[0]
-                if self._sticky and o.topic in self._sticky:
-                    partition = stuck.setdefault(o.topic, partition)
             slot = open_.get((o.topic, partition))
             if slot is None:
                 slot = open_[(o.topic, partition)] = [self.producer.create_batch(), 0]

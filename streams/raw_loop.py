@@ -48,10 +48,7 @@ class RawProcessor:
         self.loop = TransactionalLoop(
             LoopConfig("streams", bootstrap, group_id, topics.raw, max_records=max_records,
                        max_attempts=max_attempts, backoff_s=backoff_s,
-                       backoff_max_s=backoff_max_s,
-                       # A batch's zero-delay invitations in one partition of the due topic
-                       # (the notifier claims each in SQL, whichever partition brings it).
-                       sticky_topics=frozenset({topics.due})),
+                       backoff_max_s=backoff_max_s),
             self._handle, dead_letter=self._dead_letter)
         self._task: asyncio.Task[None] | None = None
         self._config_changed = asyncio.Event()

@@ -108,9 +108,6 @@ class LoopConfig:
     backoff_max_s: float = 30.0
     # Readiness turns false after this long without partitions during a rebalance.
     rebalance_grace_s: float = 30.0
-    # Output topics whose records need not follow their key (streams.batching.BatchSender):
-    # one partition of each per transaction.
-    sticky_topics: frozenset[str] = frozenset()
 
 
 class TransactionalLoop:
@@ -262,8 +259,7 @@ class TransactionalLoop:
             t1 = time.perf_counter()
             in_transaction = True
             sent = await send_in_transaction(producer, self._partitions, outputs,
-                                             {tp: records[-1].offset + 1}, self.cfg.group_id,
-                                             self.cfg.sticky_topics)
+                                             {tp: records[-1].offset + 1}, self.cfg.group_id)
             self._handle_stage.observe(t1 - t0)
             self._commit_stage.observe(time.perf_counter() - t1)
         except asyncio.CancelledError:
@@ -344,8 +340,7 @@ class TransactionalLoop:
         try:
             outputs = self.dead_letter(tp, record, GIVEN_UP, detail)
             await send_in_transaction(self.producers[tp], self._partitions, outputs,
-                                      {tp: record.offset + 1}, self.cfg.group_id,
-                                      self.cfg.sticky_topics)
+                                      {tp: record.offset + 1}, self.cfg.group_id)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the partition stays stuck (readiness says so)
@@ -509,14 +504,12 @@ class _Listener(ConsumerRebalanceListener):
 async def send_in_transaction(producer: AIOKafkaProducer, partitions: dict[str, list[int]],
                               outputs: Sequence[Output],
                               offsets: dict[TopicPartition, int] | None = None,
-                              group_id: str = "",
-                              sticky: frozenset[str] = frozenset()) -> list[Sent]:
+                              group_id: str = "") -> list[Sent]:
     """Send `outputs` (and commit `offsets` for `group_id`) in one transaction. On any
-    failure the transaction is aborted and the failure re-raised: none of it is visible.
-    `sticky`: topics whose outputs go to one partition (see BatchSender)."""
+    failure the transaction is aborted and the failure re-raised: none of it is visible."""
     await producer.begin_transaction()
     try:
-        sent = await BatchSender(producer, partitions, sticky).send_all(outputs)
+        sent = await BatchSender(producer, partitions).send_all(outputs)
         # Every batch delivered before the commit: a batch the broker refuses outright (say,
         # MessageSizeTooLarge) fails only its own future, and the commit would go through
         # without it. The offsets go to the transaction meanwhile (issue 17: AddOffsetsToTxn
