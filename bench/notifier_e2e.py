@@ -395,10 +395,16 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         except httpx.HTTPError as exc:
             stages = f"notifier metrics unavailable ({exc})"
         try:
-            per_stage = stage_summary([f"http://127.0.0.1:{ports[k]}/metrics"
-                                       for k in ("ingress", "worker", "notifier")])
+            urls = [f"http://127.0.0.1:{ports[k]}/metrics" for k in ("ingress", "worker",
+                                                                      "notifier")]
+            per_stage = stage_summary(urls)
+            # The worker's and the broker's CPU per webhook follow the batch sizes: each
+            # transaction costs ~6 CPU-ms in the worker and ~8 broker requests (bench/README).
+            commits = max((n for _, n in stage_histograms(urls).get("raw_commit", [])),
+                          default=0.0)
+            per_tx = f"{len(sent) / commits:.1f}" if commits else "?"
         except httpx.HTTPError as exc:
-            per_stage = f"unavailable ({exc})"
+            per_stage, per_tx = f"unavailable ({exc})", "?"
 
         if not latencies:
             raise RuntimeError(f"no mail arrived; logs in {logs}")
@@ -406,7 +412,8 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         info = (f"{len(sent)} webhooks accepted at {rate:.0f}/s for {seconds:.0f}s, "
                 f"{len(latencies)} mails, {missing} missing, {failures} non-202, "
-                f"max {latencies[-1]:.0f} ms; notifier stages: {stages}; CPU ms per webhook: "
+                f"max {latencies[-1]:.0f} ms; {per_tx} webhooks per worker transaction; "
+                f"notifier stages: {stages}; CPU ms per webhook: "
                 f"{cpu_text}; machine busy {machine:.0f}% of {os.cpu_count()} cores during "
                 f"the load; logs in {logs}")
         return p50, p99, info, per_stage
