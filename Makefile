@@ -55,7 +55,7 @@ settings-doc: install
 test: install lint
 	bash tests/support/ensure_chromium.sh
 	bash tests/support/ensure_promtool.sh
-	$(BIN)/pytest -q -p no:cacheprovider -m "not fleet"
+	$(BIN)/pytest -q -p no:cacheprovider -m "not fleet" --durations=20
 
 # Issue 13: workers scaled from one to three under load (three worker processes start one
 # after the other: 60-80 s on a busy 2-core machine, too long for `make test`).
