@@ -48,9 +48,7 @@ class ConfigCache:
         self._listeners.append(listener)
 
     async def start(self, wait_ready: float | None = 30.0) -> None:
-        # The broker answers a fetch as soon as a record is there, so the wait bounds only
-        # idle polls: 500 ms (not 100) spares every service 8 empty fetches a second without
-        # delaying a change (issue 17).
+        # A new snapshot is answered at once; the wait bounds only idle polls (the constant).
         self._consumer = clients.consumer(
             self.bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=clients.IDLE_FETCH_WAIT_MS)

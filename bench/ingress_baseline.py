@@ -16,7 +16,7 @@ import logging
 from core.settings import get_settings
 from ingress.app import IngressApp, create_app
 from ingress.asgi import configure_logging
-from ingress.cli import Server, serve
+from ingress.cli import Server, serve, serves_rsgi
 from ingress.publishing import Headers
 from ingress.rsgi import RsgiIngress
 
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     # Imported by the server's worker from the working directory (the repository's root).
     settings = get_settings()
-    rsgi = args.server is Server.granian and settings.ingress_interface == "rsgi"
+    rsgi = serves_rsgi(args.server, settings.ingress_interface)
     app = "bench.ingress_baseline:" + ("rsgi_app_from_env" if rsgi else "app_from_env")
     serve(args.host, args.port, args.server, app=app, workers=settings.ingress_workers,
           rsgi=rsgi)

@@ -42,7 +42,13 @@ def register(app: typer.Typer) -> None:
                         fg="red", err=True)
             raise typer.Exit(2)
         serve(host, port or s.ingress_port, server, workers=workers,
-              rsgi=server is Server.granian and s.ingress_interface == "rsgi")
+              rsgi=serves_rsgi(server, s.ingress_interface))
+
+
+def serves_rsgi(server: Server, interface: str) -> bool:
+    """Whether `serve` hands requests over RSGI: HOOKSTREAM_INGRESS_INTERFACE=rsgi, which
+    only granian speaks (uvicorn serves ASGI)."""
+    return server is Server.granian and interface == "rsgi"
 
 
 APP = "ingress.asgi:app_from_env"

@@ -88,9 +88,14 @@ def murmur2_many(keys: Sequence[bytes]) -> list[int]:
     return out
 
 
+def partition_of_hash(h: int, partitions: list[int]) -> int:
+    """What aiokafka's DefaultPartitioner picks for a key whose `murmur2` is `h`."""
+    return partitions[(h & 0x7FFFFFFF) % len(partitions)]
+
+
 def partition_for(key: bytes, partitions: list[int]) -> int:
     """What aiokafka's DefaultPartitioner picks for a keyed record."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    return partition_of_hash(murmur2(key), partitions)
 
 
 @dataclass(slots=True)
@@ -128,8 +133,7 @@ class BatchSender:
                 # Known topics without awaiting a coroutine (a microsecond an output).
                 parts = self._partitions.get(o.topic) or await self._partitions_of(o.topic)
                 # Every output has a key; without one, the first partition (no random spread).
-                # As `partition_for`: aiokafka's DefaultPartitioner.
-                partition = parts[(next(hashes) & 0x7FFFFFFF) % len(parts)] \
+                partition = partition_of_hash(next(hashes), parts) \
                     if o.key is not None else parts[0]
             slot = open_.get((o.topic, partition))
             if slot is None:

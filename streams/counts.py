@@ -9,6 +9,8 @@ once each, whatever crashed. The control plane sums them over the last 24 hours.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from automations.counts import Counts
 from schemas import codec
 
@@ -21,21 +23,16 @@ OTHER = "(other conditions)"
 
 class Tally:
     def __init__(self) -> None:
-        self._by: dict[str, Counts] = {}
-
-    def _of(self, automation_id: str) -> Counts:
-        c = self._by.get(automation_id)
-        if c is None:
-            c = self._by[automation_id] = Counts()
-        return c
+        # A missing automation's Counts made in C: `invited` runs once a record.
+        self._by: defaultdict[str, Counts] = defaultdict(Counts)
 
     def invited(self, automation_id: str) -> None:
-        c = self._by.get(automation_id) or self._of(automation_id)  # once a record: no call
+        c = self._by[automation_id]
         c.accepted += 1
         c.invited += 1
 
     def filtered(self, automation_id: str, reason: str) -> None:
-        c = self._of(automation_id)
+        c = self._by[automation_id]
         c.accepted += 1
         c.filtered += 1
         reason = reason[:MAX_REASON_CHARS] or "(no reason)"
@@ -44,7 +41,7 @@ class Tally:
         c.filtered_by[reason] += 1
 
     def failed(self, automation_id: str, kind: str) -> None:
-        c = self._of(automation_id)
+        c = self._by[automation_id]
         c.accepted += 1
         c.failed += 1
         c.failed_by[kind] += 1
