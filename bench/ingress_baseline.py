@@ -64,7 +64,7 @@ def main() -> None:
     rsgi = serves_rsgi(args.server, settings.ingress_interface)
     app = "bench.ingress_baseline:" + ("rsgi_app_from_env" if rsgi else "app_from_env")
     serve(args.host, args.port, args.server, app=app, workers=settings.ingress_workers,
-          rsgi=rsgi)
+          rsgi=rsgi, max_connections=settings.ingress_max_connections)
 
 
 if __name__ == "__main__":

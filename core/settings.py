@@ -243,6 +243,17 @@ class Settings(BaseSettings):
         "it (scrape them all, Prometheus sums the series). Rate limits are counted per "
         "process, as per replica; idempotency keys are shared (one SQLite file).")
 
+    ingress_max_connections: int = Field(
+        16_384, ge=64, le=1_000_000, description="Open client connections each ingress "
+        "process serves at once, idle keep-alive ones included (granian's `backpressure`; "
+        "uvicorn has no such cap). A connection past it waits in the kernel's accept "
+        "queue until one closes. Keep it above the requests a broker failover holds open "
+        "(the webhook rate times HOOKSTREAM_INGRESS_SEND_TIMEOUT_SECONDS): granian's own "
+        "default, 1,024, left new integrators' connections unanswered for tens of seconds "
+        "after a failover at 100 webhooks/s, while idle keep-alive connections held every "
+        "slot. The process raises its open-files limit to fit (up to the hard limit, and "
+        "lowers this to what that allows, saying so in the log).")
+
     # --- streams and notifier ----------------------------------------------------------------
     day_seconds: float = Field(
         86400.0, gt=0, description="Length of a day for delays, throttling and send "

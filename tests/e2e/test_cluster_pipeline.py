@@ -138,20 +138,28 @@ async def _load(url: str, key: str,
     connection of its own (aiohttp: httpx's pool grows slow with that many waiting)."""
     accepted: set[str] = set()
     statuses: Counter[str] = Counter()
+    failed: list[tuple[float, float, str]] = []  # when each failed request left, ended, why
+    in_flight = [0, 0]  # now, most at once (the ingress must serve that many connections)
     connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         async def one(i: int) -> None:
             address = f"r{i}@example.com"
             body = orjson.dumps({"email": address, "first_name": f"R{i}"})
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
             try:
                 async with session.post(url, data=body, headers={
                         "X-API-Key": key, "Content-Type": "application/json"}) as r:
                     await r.read()
                     status = r.status
             except (aiohttp.ClientError, TimeoutError) as exc:
+                in_flight[0] -= 1
                 statuses[type(exc).__name__] += 1
+                failed.append((round(launched[i], 1), round(time.monotonic() - faults.t0, 1),
+                               type(exc).__name__))
                 return
+            in_flight[0] -= 1
             statuses[str(status)] += 1
             if status == 202:
                 accepted.add(address)
@@ -171,6 +179,9 @@ async def _load(url: str, key: str,
                 launched.append(elapsed)
             await asyncio.sleep(0.01)
         await asyncio.gather(*tasks)
+    print(f"most requests in flight at once: {in_flight[1]}")
+    if failed:
+        print(f"failed requests (sent at s, failed at s, error): {failed[:10]} ... {failed[-10:]}")
     return accepted, statuses, launched
 
 
