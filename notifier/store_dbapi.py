@@ -1,8 +1,9 @@
 """The hot path's claim and finish on the driver's own cursor (sqlite3, psycopg): the same
 statements as `notifier.store.claim`/`finish` (the reference, kept and used when
 HOOKSTREAM_NOTIFIER_DBAPI_CLAIM is off), without SQLAlchemy's per-statement execution
-context, bind and result processors and Row objects, which cost about as much CPU as the
-database's own work (bench/README.md, issue 17, helper claim).
+context, bind and result processors and Row objects: on SQLite a claim took ~285 CPU-µs
+through SQLAlchemy and ~70 here (`make bench-notifier-claim`, bench/README.md, issue 17).
+A change to one of the two is a change to both.
 
 They run inside `Db.tx`'s transaction on the batch's connection (its DBAPI connection, so the
 same transaction); values are converted as SQLAlchemy's types would (timestamps naive UTC,
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from psycopg.types.json import Json
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -98,16 +100,10 @@ class _Dialect:
         return value.replace(tzinfo=UTC)
 
     def json(self, value: Any) -> Any:
-        return json.dumps(value) if self.sqlite else _pg_json(value)
+        return json.dumps(value) if self.sqlite else Json(value)
 
     def read_json(self, value: Any) -> Any:
         return json.loads(value) if self.sqlite else value
-
-
-def _pg_json(value: Any) -> Any:
-    from psycopg.types.json import Json
-
-    return Json(value)
 
 
 _DIALECTS = {
@@ -124,7 +120,10 @@ class _Cursor:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.d = _DIALECTS[conn.dialect.name]
-        self.cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            self.cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        except conn.dialect.loaded_dbapi.Error as exc:  # e.g. closed under us
+            raise _translated(conn, "cursor()", exc) from exc
 
     def run(self, name: str, params: tuple[Any, ...]) -> Any:
         try:
