@@ -283,6 +283,11 @@ class Settings(BaseSettings):
     worker_port: int = Field(8082, description="Port of the streams worker's /metrics and "
                              "probes.")
     notifier_port: int = Field(8083, description="Port of the notifier's /metrics and probes.")
+    notifier_dbapi_claim: bool = Field(
+        True, description="The notifier claims and finishes invitations on the database "
+        "driver's cursor (SQLite, PostgreSQL) instead of through SQLAlchemy's statements: "
+        "the same SQL for about a quarter of the CPU (bench/README.md, issue 17). Off: the "
+        "SQLAlchemy reference, which a test keeps equal to it.")
 
     # --- worker retries (issue 15, item 2: no record blocks a partition) ---------------------
     worker_max_attempts: int = Field(

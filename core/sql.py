@@ -95,10 +95,14 @@ def _without_detail(text: str) -> str:
 
 
 def _drop_server_detail(context: ExceptionContext) -> None:
+    drop_server_detail(context.original_exception, context.sqlalchemy_exception)
+
+
+def drop_server_detail(*excs: BaseException | None) -> None:
     """PostgreSQL's DETAIL repeats the offending values (`Key (email)=(ada@…) already
     exists`), parameters or not: drop it from the messages that get logged. The driver's
     `diag` keeps it for code that needs it."""
-    for exc in (context.original_exception, context.sqlalchemy_exception):
+    for exc in excs:
         if exc is not None and exc.args and isinstance(exc.args[0], str) \
                 and "DETAIL:" in exc.args[0]:
             exc.args = (_without_detail(exc.args[0]), *exc.args[1:])

@@ -108,7 +108,8 @@ class Notifier:
                 pool=pool, producer=producer, db=db, survey_base_url=s.survey_base_url,
                 mail_from=s.mail_from, group_id=self.group_id, tuning=self.tuning,
                 day_seconds=s.day_seconds,
-                hold_expiry=timedelta(seconds=s.hold_expiry_days * s.day_seconds))
+                hold_expiry=timedelta(seconds=s.hold_expiry_days * s.day_seconds),
+                dbapi_claim=s.notifier_dbapi_claim)
             self.alerts = AlertService(
                 bootstrap=self.kafka, topics=self.topics, config=self.config,
                 pool=alert_pool, db=db, admin=admin, mail_from=s.mail_from,

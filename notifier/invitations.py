@@ -37,7 +37,7 @@ from automations.snapshot import AutomationSnapshot
 from core.kafka.clients import Kafka
 from core.kafka.topics import Topics
 from core.tasks import cancel_and_wait
-from notifier import events, store
+from notifier import events, store, store_dbapi
 from notifier.consuming import ConsumerService, TrackedConsumer
 from notifier.mailer import SMTPUTF8_UNSUPPORTED, SendError, SmtpPool
 from notifier.metrics import (
@@ -98,7 +98,7 @@ class InvitationService(ConsumerService):
                  producer: AIOKafkaProducer, db: store.Db, survey_base_url: str,
                  mail_from: str, group_id: str = "hookstream-notifier",
                  tuning: Tuning | None = None, day_seconds: float = 86400.0,
-                 hold_expiry: timedelta = timedelta(days=7)) -> None:
+                 hold_expiry: timedelta = timedelta(days=7), dbapi_claim: bool = True) -> None:
         super().__init__(TrackedConsumer(bootstrap=bootstrap, group_id=group_id,
                                          topic=topics.due,
                                          before_commit=self._flush_published))
@@ -114,6 +114,11 @@ class InvitationService(ConsumerService):
         self.day_seconds = day_seconds  # the length of throttling's days (issue 16)
         self.hold_expiry = hold_expiry  # issue 15: how long past due a held one may still go
         self.owner = f"notifier-{uuid.uuid4()}"
+        # The hot path's claim and finish: on the driver's cursor (store_dbapi), or the
+        # SQLAlchemy reference (store) when told so or for another database.
+        fast = dbapi_claim and db.engine.dialect.name in store_dbapi.SUPPORTED
+        self._claim = store_dbapi.claim if fast else store.claim
+        self._finish = store_dbapi.finish if fast else store.finish
         self._lease = self.tuning.lease(pool.config.timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self._task_done = asyncio.Event()  # set as tasks end: room for more records
@@ -298,7 +303,7 @@ class InvitationService(ConsumerService):
         while True:
             t0 = time.perf_counter()
             try:
-                c = await self.db.tx(store.claim, req, owner=self.owner, lease=self._lease,
+                c = await self.db.tx(self._claim, req, owner=self.owner, lease=self._lease,
                                       survey_name=snap.survey_name if snap else "",
                                       message_id=message_id, suppress_reason=suppress,
                                       throttle=throttle, hold=hold, expiry=self.hold_expiry)
@@ -344,7 +349,7 @@ class InvitationService(ConsumerService):
             return await self._emit(req, events.outcome(
                 req, "throttled", attempts=0, reason=c.reason, message_id=None))
         if snap is None:  # a reclaimed row (a sender died mid-send) of an automation deleted since
-            await self.db.tx(store.finish, req["invitation_id"], status=SUPPRESSED,
+            await self.db.tx(self._finish, req["invitation_id"], status=SUPPRESSED,
                              attempts=c.attempts, reason=suppress)
             INVITATIONS_FAILED.labels(reason="suppressed").inc()
             return await self._emit(req, events.outcome(
@@ -402,7 +407,7 @@ class InvitationService(ConsumerService):
         INVITATION_AGE.labels(stage="sent").observe(_age(req))
         if fetched is not None:
             NOTIFIER_SECONDS.observe(time.perf_counter() - fetched)
-        await self.db.tx(store.finish, req["invitation_id"], status=SENT, attempts=attempts,
+        await self.db.tx(self._finish, req["invitation_id"], status=SENT, attempts=attempts,
                           smtp_code=250, automation_id=req["automation_id"])
         INVITATIONS_SENT.inc()
         return await self._emit(req, events.outcome(req, "sent", attempts=attempts,
@@ -410,7 +415,7 @@ class InvitationService(ConsumerService):
 
     async def _fail(self, req: dict[str, Any], attempts: int, kind: str, reason: str,
                     code: int | None, message_id: str) -> dict[str, Any]:
-        await self.db.tx(store.finish, req["invitation_id"], status="failed",
+        await self.db.tx(self._finish, req["invitation_id"], status="failed",
                           attempts=attempts, reason=f"{kind}: {reason}", smtp_code=code)
         INVITATIONS_FAILED.labels(reason=kind).inc()
         log.error("invitation %s of automation %s failed (%s): %s", req["invitation_id"],

@@ -336,6 +336,9 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
     stays so under a hold, is `suppressed` under a `suppress_reason` (deleted), and is
     otherwise (enabled again) claimed for sending like a new one; past its due time plus
     `expiry` a held invitation ends `expired` instead.
+
+    `store_dbapi.claim` (the notifier's default) is this on the driver's cursor: a change
+    here is a change there (tests/notifier/test_claim_parity.py holds them equal).
     """
     now = datetime.now(UTC)
     iid = req["invitation_id"]
@@ -467,7 +470,8 @@ def touch(conn: Connection, invitation_id: str, owner: str, attempts: int) -> No
 def finish(conn: Connection, invitation_id: str, *, status: str, attempts: int,
            reason: str | None = None, smtp_code: int | None = None,
            automation_id: str | None = None) -> None:
-    """Record the final status; a sent invitation also ends its automation's failure streak."""
+    """Record the final status; a sent invitation also ends its automation's failure streak.
+    `store_dbapi.finish` is its twin, as for `claim`."""
     now = datetime.now(UTC)
     conn.execute(_FINISH, {"b_id": invitation_id, "b_status": status, "b_attempts": attempts,
                            "b_reason": reason, "b_code": smtp_code, "b_now": now})

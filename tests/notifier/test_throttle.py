@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from core.kafka.topics import Topics, ensure_topics
 from core.settings import Settings
 from hookstream.local.smtp_sink import SmtpSink
-from notifier import store
+from notifier import store, store_dbapi
 from notifier.app import Notifier
 from notifier.metrics import INVITATION_OUTCOMES, INVITATIONS_FAILED
 from notifier.migrations import migrate
@@ -137,10 +137,11 @@ def shared_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # noq
         postgres.drop_database(server, name)
 
 
-async def _claim(db: store.Db, req: dict, throttle: store.Throttle | None) -> store.SendClaim:
+async def _claim(db: store.Db, req: dict, throttle: store.Throttle | None,
+                 claim: Callable[..., store.SendClaim] = store.claim) -> store.SendClaim:
     while True:
         try:
-            return await db.tx(store.claim, req, survey_name="S", owner=f"o-{id(db)}",
+            return await db.tx(claim, req, survey_name="S", owner=f"o-{id(db)}",
                                lease=timedelta(minutes=2), message_id="<m@h>",
                                throttle=throttle)
         except IntegrityError:
@@ -149,14 +150,16 @@ async def _claim(db: store.Db, req: dict, throttle: store.Throttle | None) -> st
 
 
 @pytest.mark.postgres
-async def test_two_replicas_racing_for_one_address_invite_it_once(shared_db: str) -> None:
+@pytest.mark.parametrize("impl", [store.claim, store_dbapi.claim], ids=["reference", "dbapi"])
+async def test_two_replicas_racing_for_one_address_invite_it_once(
+        shared_db: str, impl: Callable[..., store.SendClaim]) -> None:
     replicas = [store.Db(shared_db), store.Db(shared_db)]
     try:
         snap = make_snapshot(throttle_days=7)
         throttle = store.Throttle(7, timedelta(days=7))
         # Round 1: nobody has the address yet (the respondent's INSERT races).
         reqs = [invitation(snap, email="ann@example.com") for _ in range(24)]
-        claims = await asyncio.gather(*(_claim(replicas[i % 2], r, throttle)
+        claims = await asyncio.gather(*(_claim(replicas[i % 2], r, throttle, impl)
                                         for i, r in enumerate(reqs)))
         assert sorted(c.kind for c in claims).count("new") == 1
         assert {c.kind for c in claims} == {"new", "throttled"}
@@ -166,7 +169,7 @@ async def test_two_replicas_racing_for_one_address_invite_it_once(shared_db: str
                 last_invited_at=datetime.now(UTC) - timedelta(days=8)))
             s.commit()
         reqs = [invitation(snap, email="ann@example.com") for _ in range(24)]
-        claims = await asyncio.gather(*(_claim(replicas[i % 2], r, throttle)
+        claims = await asyncio.gather(*(_claim(replicas[i % 2], r, throttle, impl)
                                         for i, r in enumerate(reqs)))
         assert [c.kind for c in claims].count("new") == 1
         with replicas[1].sessions() as s:
@@ -174,7 +177,7 @@ async def test_two_replicas_racing_for_one_address_invite_it_once(shared_db: str
         assert statuses.count("sending") == 2 and statuses.count("throttled") == 46
         # A rule-less automation of the survey is not held back, and marks the address.
         free = await _claim(replicas[0], invitation(replace(snap, throttle_days=0),
-                                                    email="ann@example.com"), None)
+                                                    email="ann@example.com"), None, impl)
         assert free.kind == "new"
     finally:
         for db in replicas:

@@ -159,7 +159,9 @@ async def _every_outcome(bootstrap: str, topic: str) -> list[dict]:
         await consumer.stop()
 
 
-async def test_the_claim_is_exact_between_two_notifiers_on_postgresql(postgres_db: str) -> None:
+@pytest.mark.parametrize("impl", ["reference", "dbapi"])  # notifier.store, store_dbapi
+async def test_the_claim_is_exact_between_two_notifiers_on_postgresql(postgres_db: str,
+                                                                     impl: str) -> None:
     """The SQL half on its own, where the consumer group cannot help: two notifiers (two
     connection pools, two owners) claim the same invitations at the same moment. Exactly one
     of each pair may send; the other finds it taken (`busy`, or the insert's unique key
@@ -170,8 +172,9 @@ async def test_the_claim_is_exact_between_two_notifiers_on_postgresql(postgres_d
     from sqlalchemy import update
     from sqlalchemy.exc import IntegrityError
 
-    from notifier import store
+    from notifier import store, store_dbapi
 
+    claim = store.claim if impl == "reference" else store_dbapi.claim
     migrate(postgres_db)
     a, b = store.Db(postgres_db), store.Db(postgres_db)
     try:
@@ -179,8 +182,8 @@ async def test_the_claim_is_exact_between_two_notifiers_on_postgresql(postgres_d
         snap = make_snapshot()
         reqs = [invitation(snap, email=f"pair{i}@example.com") for i in range(200)]
         pairs = await asyncio.gather(*(
-            asyncio.gather(a.tx(store.claim, r, owner="A", **kw),
-                           b.tx(store.claim, r, owner="B", **kw), return_exceptions=True)
+            asyncio.gather(a.tx(claim, r, owner="A", **kw),
+                           b.tx(claim, r, owner="B", **kw), return_exceptions=True)
             for r in reqs))
         for first, second in pairs:
             kinds = sorted(x.kind if isinstance(x, store.SendClaim) else type(x).__name__
@@ -190,7 +193,7 @@ async def test_the_claim_is_exact_between_two_notifiers_on_postgresql(postgres_d
                 if not isinstance(x, store.SendClaim):
                     assert isinstance(x, IntegrityError)
         # The loser looks again: the winner's live lease, so it must wait.
-        again = await asyncio.gather(*(b.tx(store.claim, r, owner="B", **kw) for r, (x, _)
+        again = await asyncio.gather(*(b.tx(claim, r, owner="B", **kw) for r, (x, _)
                                        in zip(reqs, pairs, strict=True)
                                        if isinstance(x, store.SendClaim) and x.kind == "new"))
         assert {c.kind for c in again} <= {"busy"}
@@ -200,15 +203,15 @@ async def test_the_claim_is_exact_between_two_notifiers_on_postgresql(postgres_d
                  invitation(snap, email=f"same{i}@example.com")) for i in range(100)]
         for round_ in ("new respondents", "respondents invited 60 days ago"):
             results = await asyncio.gather(*(
-                asyncio.gather(a.tx(store.claim, x, owner="A", throttle=throttle, **kw),
-                               b.tx(store.claim, y, owner="B", throttle=throttle, **kw),
+                asyncio.gather(a.tx(claim, x, owner="A", throttle=throttle, **kw),
+                               b.tx(claim, y, owner="B", throttle=throttle, **kw),
                                return_exceptions=True) for x, y in same))
             for (x, y), pair in zip(same, results, strict=True):
                 kinds = [p.kind if isinstance(p, store.SendClaim) else "error" for p in pair]
                 assert sorted(kinds) in (["new", "throttled"], ["error", "new"]), (round_, kinds)
                 if "error" in kinds:  # the respondent's unique key: looked at again, throttled
                     loser, owner = (x, "A") if kinds[0] == "error" else (y, "B")
-                    again = await a.tx(store.claim, loser, owner=owner, throttle=throttle, **kw)
+                    again = await a.tx(claim, loser, owner=owner, throttle=throttle, **kw)
                     assert again.kind == "throttled", round_
             # Round two: the same addresses, last invited long ago; two new invitations each.
             engine = create_engine(postgres_db)

@@ -304,33 +304,36 @@ async def test_claim_guards_one_send_and_takes_over_a_dead_senders_lease(tmp_pat
         await db.close()
 
 
-async def test_db_batches_survive_a_broken_kept_connection(tmp_path: Path) -> None:
+@pytest.mark.parametrize("impl", ["reference", "dbapi"])
+async def test_db_batches_survive_a_broken_kept_connection(tmp_path: Path, impl: str) -> None:
     """The batcher keeps one connection; one the driver reports broken (here its DBAPI
     connection closed under it, as a database restart would) is dropped and the batch runs
-    once more on a fresh one: the caller sees its result, and it is committed once."""
+    once more on a fresh one: the caller sees its result, and it is committed once. So too
+    for the claim on the driver's cursor (store_dbapi), which raises SQLAlchemy's errors."""
     from datetime import timedelta
 
-    from notifier import store
+    from notifier import store, store_dbapi
     from notifier.migrations import migrate
 
     from .conftest import invitation, make_snapshot
 
+    claim = store.claim if impl == "reference" else store_dbapi.claim
     url = f"sqlite:///{tmp_path}/db.sqlite"
     migrate(url)
     db = store.Db(url)
     try:
         kw = {"survey_name": "S", "lease": timedelta(minutes=2), "message_id": "<m@h>"}
-        first = await db.tx(store.claim, invitation(make_snapshot()), owner="A", **kw)
+        first = await db.tx(claim, invitation(make_snapshot()), owner="A", **kw)
         assert first.kind == "new"
         kept = db._conn
         assert kept is not None
         kept.connection.dbapi_connection.close()  # type: ignore[union-attr]
         req = invitation(make_snapshot(), email="after@example.com")
-        again = await db.tx(store.claim, req, owner="A", **kw)
+        again = await db.tx(claim, req, owner="A", **kw)
         assert again.kind == "new"
         assert db._conn is not None and db._conn is not kept
         # Committed, once: the same invitation now reads back as claimed by A.
-        assert (await db.tx(store.claim, req, owner="B", **kw)).kind == "busy"
+        assert (await db.tx(claim, req, owner="B", **kw)).kind == "busy"
     finally:
         await db.close()
 
