@@ -22,8 +22,6 @@ from tests.core.project import (
 
 # Runtime dependencies that no module imports, each loaded by name by another package.
 LOADED_BY_NAME = {
-    # SQLAlchemy loads the driver of `postgresql+psycopg://` URLs (HOOKSTREAM_DATABASE_URL).
-    "psycopg": "SQLAlchemy, for postgresql+psycopg:// URLs",
     # uvicorn.run(..., http="httptools") in ingress/cli.py: uvicorn imports it itself.
     "httptools": "uvicorn, http='httptools'",
     # fastapi.templating.Jinja2Templates (the console's pages) imports jinja2 itself.
