@@ -176,8 +176,8 @@ def main() -> None:
                    help="also print the Kafka requests per transaction, by type")
     p.add_argument("--no-uvloop", action="store_true")
     args = p.parse_args()
-    # aiokafka warns on each retried produce (NotEnoughReplicas: the broker's KIP-890 check
-    # racing the previous commit's markers); `--requests` counts them instead.
+    # aiokafka warns on each retried produce (a NotEnoughReplicas now and then, right after
+    # the previous commit); `--requests` counts them instead.
     logging.basicConfig(level=logging.ERROR)
     if args.requests:
         count_requests()
