@@ -9,7 +9,8 @@ LOCK := $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-ha
         --custom-compile-command "make lock" $(LOCK_FLAGS)
 
 .PHONY: install lock run test fleet chaos lint settings-doc kafka-start kafka-stop bench-ingress \
-        bench-streams bench-scheduler bench-notifier bench-notifier-claim console-screenshots clean
+        bench-streams bench-scheduler bench-notifier bench-notifier-claim bench-txn \
+        console-screenshots clean
 
 # The locked versions (runtime and test, with hashes), then the project itself without
 # dependencies: what pyproject.toml declares is only the lower bound. uv (the lock's own
@@ -90,6 +91,10 @@ bench-notifier: install
 # The notifier's claim and finish alone: SQLAlchemy reference against the driver's cursor.
 bench-notifier-claim: install
 	$(BIN)/python bench/notifier_claim.py
+
+# CPU-ms per Kafka transaction of the worker's raw loop, alone (issue 17, bench/README.md).
+bench-txn: install
+	$(BIN)/python bench/txn_cost.py
 
 # The fault-injection suite (issue 13 item 7): a fleet of real processes on a three-broker
 # cluster, one round per fault, one line per round at the end (docs/RUNBOOK.md reads them).
