@@ -37,6 +37,7 @@ from notifier.store import (
     _streak_ended,
     _throttled_reason,
     expires_at,
+    new_row_status,
     new_token,
     respondent_email,
 )
@@ -183,12 +184,9 @@ def claim(conn: Connection, req: dict[str, Any], *, survey_name: str, owner: str
         # claimed_at as read: the same value (text on SQLite) the row holds
         taken = c.run("reclaim", (owner, d.ts(now), iid, claimed_at)).rowcount
         return replace(found, kind="reclaimed" if taken == 1 else "busy")
-    respondent_id, reason = None, suppress_reason
-    status = SENDING if suppress_reason is None else SUPPRESSED
-    if suppress_reason is None and hold is not None:
-        status = EXPIRED if expired else HELD
-        reason = _expired_reason(expiry) if expired else hold.reason
-    elif suppress_reason is None:
+    status, reason, reaches = new_row_status(suppress_reason, hold, expired, expiry)
+    respondent_id = None
+    if reaches:
         respondent_id, invited_at = _upsert_respondent(c, req, now, throttle)
         if invited_at is not None and throttle is not None:
             status, reason = THROTTLED, _throttled_reason(invited_at, throttle)
