@@ -159,6 +159,9 @@ def main() -> None:
                     default=int(os.environ.get("HOOKSTREAM_SMTP_CONCURRENCY", 8)))
     ap.add_argument("--rate", type=float, default=200.0, help="e2e webhooks per second")
     ap.add_argument("--seconds", type=float, default=60.0, help="e2e duration")
+    ap.add_argument("--warmup", type=float, default=3.0,
+                    help="e2e seconds of load at --rate before the measured ones, not counted "
+                         "(0: none); their latency is printed on its own")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--sink", choices=("lean", "eml"), default="lean",
                     help="mails_per_s into bench/notifier_sink.py (aiosmtpd, mails counted in "
@@ -170,7 +173,7 @@ def main() -> None:
     if not args.skip_e2e:
         from bench.notifier_e2e import run_e2e
 
-        p50, p99, info, stages = run_e2e(args.rate, args.seconds)
+        p50, p99, info, stages = run_e2e(args.rate, args.seconds, args.warmup)
         print(f"# e2e: {info}", file=sys.stderr)
         line += f" e2e_p50_ms={p50:.0f} e2e_p99_ms={p99:.0f}"
         # p50/p99 of each stage, from the services' /metrics at the end of the run.

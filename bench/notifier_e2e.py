@@ -116,12 +116,15 @@ def stage_histograms(metrics_urls: list[str]) -> dict[str, list[tuple[float, flo
     return out
 
 
-def stage_summary(metrics_urls: list[str]) -> str:
-    """`stage p50/p99 ms (count)` for every stage that saw something, in pipeline order."""
+def stage_summary(metrics_urls: list[str],
+                  since: dict[str, list[tuple[float, float]]] | None = None) -> str:
+    """`stage p50/p99 ms` for every stage that saw something, in pipeline order; with
+    `since` (an earlier `stage_histograms`), of what was observed after it only."""
     hists = stage_histograms(metrics_urls)
     parts = []
     for stage in sorted(hists, key=lambda s: (STAGES.index(s) if s in STAGES else 99, s)):
-        rows = hists[stage]
+        before = dict((since or {}).get(stage, []))
+        rows = [(le, n - before.get(le, 0.0)) for le, n in hists[stage]]
         count = max(n for _, n in rows)
         if count:
             parts.append(f"{stage}={_quantile(0.5, rows) * 1000:.1f}/"
@@ -228,7 +231,7 @@ async def _seed(admin_url: str) -> tuple[str, str]:
 
 
 async def _load(ingress_url: str, aid: str, key: str, rate: float, seconds: float,
-                ) -> tuple[dict[str, float], int]:
+                first: int = 0, sample_lag: bool = True) -> tuple[dict[str, float], int]:
     """Post at `rate`/s; returns invitation id -> time of the 202, and the failures.
     aiohttp on uvloop: a light client, so its own lag barely shows in the figures."""
     import aiohttp
@@ -259,17 +262,19 @@ async def _load(ingress_url: str, aid: str, key: str, rate: float, seconds: floa
             if (await post(-1))[0] == 202:
                 break
             await asyncio.sleep(0.1)
-        lag_task = asyncio.create_task(_sample_lag(stop := asyncio.Event()))
+        stop = asyncio.Event()
+        lag_task = asyncio.create_task(_sample_lag(stop)) if sample_lag else None
         tasks = []
         t0 = time.monotonic()
-        for i in range(int(rate * seconds)):
-            delay = t0 + i / rate - time.monotonic()
+        for n in range(int(rate * seconds)):
+            delay = t0 + n / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
+            tasks.append(asyncio.create_task(one(first + n)))
         await asyncio.gather(*tasks)
         stop.set()
-        await lag_task
+        if lag_task is not None:
+            await lag_task
     return sent, failures
 
 
@@ -311,15 +316,26 @@ async def _sample_lag(stop: asyncio.Event, every: float = 10.0) -> None:
         try:
             await asyncio.wait_for(stop.wait(), every)
         except TimeoutError:
+            t0 = time.time()
             report = await read_lag(kafka(bootstrap), prefix, groups)
             lags: dict[str, int] = {}
             for p in report.partitions:
                 lags[p.group.removeprefix(prefix)] = lags.get(p.group.removeprefix(prefix),
                                                               0) + p.lag
-            print(f"# lag {lags}", file=sys.stderr)
+            print(f"# lag {lags} at {t0:.1f} took {time.time() - t0:.2f}s", file=sys.stderr)
 
 
-def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
+def _wait_mailed(accepted: Accepted, sent: dict[str, float], timeout: float) -> None:
+    """Until every webhook of `sent` has its mail at the sink, or `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    accepted.scan()
+    while time.monotonic() < deadline and not all(i in accepted.at for i in sent):
+        time.sleep(0.5)
+        accepted.scan()
+
+
+def run_e2e(rate: float, seconds: float, warmup: float = 3.0
+            ) -> tuple[float, float, str, str]:
     """(p50 ms, p99 ms, a description, the per-stage summary: `stage=p50/p99ms ...`)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     logs = tmp / "logs"
@@ -361,6 +377,25 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
                                logs))
         import uvloop
 
+        # Warm-up, not counted: the first seconds of a fresh pipeline pay one-off costs (new
+        # topics' first produces and transactions, first fetches, SMTP connections opening,
+        # code paths run the first time); at ~85% of two cores busy, the backlog they leave
+        # takes seconds to drain. The figures below are the steady state the target names;
+        # the warm-up's own latency is reported beside them.
+        warm_text = "no warm-up"
+        if warmup > 0:
+            warm, _ = uvloop.run(_load(ingress_url, aid, key, rate, warmup, first=10**9,
+                                       sample_lag=False))
+            _wait_mailed(accepted, warm, 60)
+            cold = sorted((accepted.at[i] - t) * 1000 for i, t in warm.items()
+                          if i in accepted.at)
+            if cold:
+                warm_text = (f"warm-up (not counted): {len(warm)} webhooks in {warmup:g}s, "
+                             f"p50 {statistics.median(cold):.0f} ms, "
+                             f"p99 {cold[min(len(cold) - 1, int(len(cold) * 0.99))]:.0f} ms")
+        urls = [f"http://127.0.0.1:{ports[k]}/metrics" for k in ("ingress", "worker",
+                                                                  "notifier")]
+        hist0 = stage_histograms(urls)
         cpu0 = {_name(p): _cpu_seconds(p.pid) for p in procs}
         # The scratch broker (a child of this process, if it started one) and the load
         # generator (this process) use the same cores: their share says what is left.
@@ -373,14 +408,15 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         busy1 = _machine_busy()
         _stop_pyspy(spies)
         machine = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 100
-        deadline = time.monotonic() + 60
-        accepted.scan()
-        while time.monotonic() < deadline and not all(i in accepted.at for i in sent):
-            time.sleep(0.5)
-            accepted.scan()
+        _wait_mailed(accepted, sent, 60)
         latencies = sorted((accepted.at[i] - t) * 1000 for i, t in sent.items()
                            if i in accepted.at)
         missing = sum(1 for i in sent if i not in accepted.at)
+        # Each webhook's 202 time and latency, to tell a stall (a run of slow ones) from
+        # slowness spread over the run.
+        (tmp / "timeline.csv").write_text("".join(
+            f"{t:.4f},{(accepted.at[i] - t) * 1000:.1f}\n"
+            for i, t in sorted(sent.items(), key=lambda kv: kv[1]) if i in accepted.at))
         cpu = {name: (_cpu_seconds(p.pid) - cpu0[name]) * 1000 / max(1, len(sent))
                for p in procs if (name := _name(p)) in cpu0}
         own = (time.process_time() - own0) * 1000 / max(1, len(sent))
@@ -395,13 +431,12 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         except httpx.HTTPError as exc:
             stages = f"notifier metrics unavailable ({exc})"
         try:
-            urls = [f"http://127.0.0.1:{ports[k]}/metrics" for k in ("ingress", "worker",
-                                                                      "notifier")]
-            per_stage = stage_summary(urls)
+            per_stage = stage_summary(urls, hist0)
             # The worker's and the broker's CPU per webhook follow the batch sizes: each
             # transaction costs ~6 CPU-ms in the worker and ~8 broker requests (bench/README).
-            commits = max((n for _, n in stage_histograms(urls).get("raw_commit", [])),
-                          default=0.0)
+            commits = (max((n for _, n in stage_histograms(urls).get("raw_commit", [])),
+                           default=0.0)
+                       - max((n for _, n in hist0.get("raw_commit", [])), default=0.0))
             per_tx = f"{len(sent) / commits:.1f}" if commits else "?"
         except httpx.HTTPError as exc:
             per_stage, per_tx = f"unavailable ({exc})", "?"
@@ -412,7 +447,8 @@ def run_e2e(rate: float, seconds: float) -> tuple[float, float, str, str]:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         info = (f"{len(sent)} webhooks accepted at {rate:.0f}/s for {seconds:.0f}s, "
                 f"{len(latencies)} mails, {missing} missing, {failures} non-202, "
-                f"max {latencies[-1]:.0f} ms; {per_tx} webhooks per worker transaction; "
+                f"max {latencies[-1]:.0f} ms; {warm_text}; "
+                f"{per_tx} webhooks per worker transaction; "
                 f"notifier stages: {stages}; CPU ms per webhook: "
                 f"{cpu_text}; machine busy {machine:.0f}% of {os.cpu_count()} cores during "
                 f"the load; logs in {logs}")

@@ -49,6 +49,7 @@ from notifier.models import (
     Invitation,
     Respondent,
 )
+from notifier.wal_checkpoint import WalCheckpointer, backstop_pragma
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class Db:
         self.engine: Engine = make_engine(url)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         sqlite = self.engine.dialect.name == "sqlite"
+        # SQLite: checkpoints on a thread of their own, not in a batch's commit (see there).
+        self._checkpointer = WalCheckpointer(self.engine) if sqlite else None
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_no_fsync_per_commit)
         # SQLite has one writer at a time: one thread, so no "database is locked" waits.
@@ -100,6 +103,8 @@ class Db:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._batcher = asyncio.create_task(self._batches(), name="notifier-db-batcher")
+            if self._checkpointer is not None:
+                self._checkpointer.start()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(lambda conn: fn(conn, *args, **kwargs), future))
         return await future
@@ -115,6 +120,8 @@ class Db:
                 results = await loop.run_in_executor(self._executor, self._run_batch, items)
             except Exception as exc:  # noqa: BLE001 - e.g. the database is away: tell each caller
                 results = [(False, exc)] * len(items)
+            if self._checkpointer is not None:
+                self._checkpointer.written()
             for item, (ok, value) in zip(items, results, strict=True):
                 if item.future.done():
                     continue  # its caller was cancelled
@@ -171,6 +178,8 @@ class Db:
     async def close(self) -> None:
         await cancel_and_wait(self._batcher)
         self._executor.shutdown(wait=True)  # no batch runs any more: the connection is free
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
         self._drop_connection()
         self.engine.dispose()
 
@@ -200,6 +209,7 @@ def _sqlite_no_fsync_per_commit(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+    backstop_pragma(dbapi_conn)  # checkpoints: notifier.wal_checkpoint
 
 
 def respondent_email(address: str) -> str:
