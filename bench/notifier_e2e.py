@@ -118,8 +118,10 @@ def stage_histograms(metrics_urls: list[str]) -> dict[str, list[tuple[float, flo
 
 def stage_summary(metrics_urls: list[str],
                   since: dict[str, list[tuple[float, float]]] | None = None) -> str:
-    """`stage p50/p99 ms` for every stage that saw something, in pipeline order; with
-    `since` (an earlier `stage_histograms`), of what was observed after it only."""
+    """`stage=p50/p99ms(max<=M)` for every stage that saw something, in pipeline order (M:
+    the bucket bound the slowest observation fell under; a stage's observations are per
+    batch, so a rare long one hides from p99); with `since` (an earlier
+    `stage_histograms`), of what was observed after it only."""
     hists = stage_histograms(metrics_urls)
     parts = []
     for stage in sorted(hists, key=lambda s: (STAGES.index(s) if s in STAGES else 99, s)):
@@ -127,8 +129,9 @@ def stage_summary(metrics_urls: list[str],
         rows = [(le, n - before.get(le, 0.0)) for le, n in hists[stage]]
         count = max(n for _, n in rows)
         if count:
+            slowest = min(le for le, n in rows if n >= count)
             parts.append(f"{stage}={_quantile(0.5, rows) * 1000:.1f}/"
-                         f"{_quantile(0.99, rows) * 1000:.1f}ms")
+                         f"{_quantile(0.99, rows) * 1000:.1f}ms(max<={slowest * 1000:g})")
     return " ".join(parts)
 
 
@@ -325,6 +328,63 @@ async def _sample_lag(stop: asyncio.Event, every: float = 10.0) -> None:
             print(f"# lag {lags} at {t0:.1f} took {time.time() - t0:.2f}s", file=sys.stderr)
 
 
+async def _trace(bootstrap: str, prefix: str, ids: set[str], timeout: float = 60.0
+                 ) -> dict[str, tuple[float, float, float]]:
+    """invitation id -> (received by the ingress, the worker's due record, the notifier's
+    outcome record), epoch seconds: `received_at` and the two records' CreateTime. Splits a
+    slow webhook's time between the worker's side and the notifier's (issue 17)."""
+    from bench.streams_common import kafka
+    from core.kafka import clients
+    from schemas import codec
+
+    topics = (f"{prefix}invitations.due", f"{prefix}invitations.outcomes")
+    # No group: subscribed, the consumer is given every partition of both topics.
+    consumer = clients.consumer(kafka(bootstrap), *topics, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    await consumer.start()
+    due: dict[str, tuple[float, float]] = {}
+    outcome: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        tps = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        while time.monotonic() < deadline:
+            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                break
+            for tp, records in (await consumer.getmany(*behind, timeout_ms=500)).items():
+                for r in records:
+                    name, value = codec.decode(r.value)
+                    iid = value.get("invitation_id")
+                    if iid not in ids:
+                        continue
+                    if tp.topic == topics[0]:
+                        due[iid] = (value["received_at"].timestamp(), r.timestamp / 1000)
+                    elif name == "InvitationOutcome":
+                        outcome[iid] = r.timestamp / 1000
+    finally:
+        await consumer.stop()
+    return {i: (rec, at, outcome[i]) for i, (rec, at) in due.items() if i in outcome}
+
+
+def _where_the_tail_went(latencies: dict[str, float], trace: dict[str, tuple[float, float,
+                                                                                float]],
+                         accepted: dict[str, float]) -> str:
+    """The slowest 1% of webhooks: median ms up to the worker's send of the due record
+    (ingress, raw topic, transform) and from there to the SMTP server's acceptance (the
+    worker's commit, the due topic, claim, SMTP)."""
+    slow = sorted(latencies, key=latencies.__getitem__, reverse=True)
+    slow = [i for i in slow[:max(1, len(slow) // 100)] if i in trace]
+    if not slow:
+        return "slowest 1%: no trace"
+    worker = statistics.median((trace[i][1] - trace[i][0]) * 1000 for i in slow)
+    after = statistics.median((accepted[i] - trace[i][1]) * 1000 for i in slow)
+    return (f"slowest 1% ({len(slow)}): {worker:.0f} ms received -> due record sent, "
+            f"{after:.0f} ms due record -> SMTP accepted (medians)")
+
+
 def _wait_mailed(accepted: Accepted, sent: dict[str, float], timeout: float) -> None:
     """Until every webhook of `sent` has its mail at the sink, or `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -413,10 +473,18 @@ def run_e2e(rate: float, seconds: float, warmup: float = 3.0
                            if i in accepted.at)
         missing = sum(1 for i in sent if i not in accepted.at)
         # Each webhook's 202 time and latency, to tell a stall (a run of slow ones) from
-        # slowness spread over the run.
-        (tmp / "timeline.csv").write_text("".join(
-            f"{t:.4f},{(accepted.at[i] - t) * 1000:.1f}\n"
-            for i, t in sorted(sent.items(), key=lambda kv: kv[1]) if i in accepted.at))
+        # slowness spread over the run; with the trace, where its time went: the ingress's
+        # receipt, the worker's due record, the notifier's outcome record, the SMTP server's
+        # acceptance (epoch s).
+        trace = asyncio.run(_trace(bootstrap, prefix, set(sent)))
+        (tmp / "timeline.csv").write_text(
+            "accepted_202,latency_ms,received,due_sent,outcome_sent,smtp_accepted\n" + "".join(
+                f"{t:.4f},{(accepted.at[i] - t) * 1000:.1f},"
+                + (",".join(f"{x:.4f}" for x in trace[i]) if i in trace else ",,")
+                + f",{accepted.at[i]:.4f}\n"
+                for i, t in sorted(sent.items(), key=lambda kv: kv[1]) if i in accepted.at))
+        tail = _where_the_tail_went({i: accepted.at[i] - t for i, t in sent.items()
+                                     if i in accepted.at}, trace, accepted.at)
         cpu = {name: (_cpu_seconds(p.pid) - cpu0[name]) * 1000 / max(1, len(sent))
                for p in procs if (name := _name(p)) in cpu0}
         own = (time.process_time() - own0) * 1000 / max(1, len(sent))
@@ -447,7 +515,7 @@ def run_e2e(rate: float, seconds: float, warmup: float = 3.0
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         info = (f"{len(sent)} webhooks accepted at {rate:.0f}/s for {seconds:.0f}s, "
                 f"{len(latencies)} mails, {missing} missing, {failures} non-202, "
-                f"max {latencies[-1]:.0f} ms; {warm_text}; "
+                f"max {latencies[-1]:.0f} ms; {tail}; {warm_text}; "
                 f"{per_tx} webhooks per worker transaction; "
                 f"notifier stages: {stages}; CPU ms per webhook: "
                 f"{cpu_text}; machine busy {machine:.0f}% of {os.cpu_count()} cores during "
