@@ -300,6 +300,12 @@ class Settings(BaseSettings):
         "transaction; doubles with each failure, up to worker_retry_backoff_max_seconds.")
     worker_retry_backoff_max_seconds: float = Field(
         30.0, gt=0, description="Longest pause of a partition between two retries.")
+    worker_raw_fetch_wait_ms: int = Field(
+        100, ge=1, le=5000, description="Longest the broker may hold the worker's fetch of "
+        "webhooks.raw partitions that have nothing new. aiokafka sends no second fetch to a "
+        "broker while one is in flight, so after a transaction slower than 100 ms a fetch of "
+        "only idle partitions holds the busy ones back up to this long (issue 17). Lower: a "
+        "shorter worst case; higher: fewer requests from an idle worker.")
 
     # --- this machine ------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

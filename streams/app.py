@@ -86,7 +86,9 @@ class StreamsRuntime(mode.Service):
         self.processor = RawProcessor(kafka, self.topics, groups["raw"],
                                       self.config, settings.day_seconds,
                                       smtp_utf8=settings.smtp_utf8,
-                                      max_depth=settings.ingress_max_depth, **retries)
+                                      max_depth=settings.ingress_max_depth,
+                                      fetch_max_wait_ms=settings.worker_raw_fetch_wait_ms,
+                                      **retries)
         state_dir = Path(settings.var_dir) / "scheduler" / settings.topic_prefix.rstrip(".")
         self.scheduler = Scheduler(kafka, self.topics, groups["scheduler"],
                                    state_dir, **retries)

@@ -34,13 +34,18 @@ log = logging.getLogger(__name__)
 # config cache a moment after the webhook: wait this long after received-at before calling an
 # automation unknown. Records older than that are judged at once.
 CONFIG_GRACE_S = 2.0
+# The raw topic's fetch wait (setting worker_raw_fetch_wait_ms): shorter than the other
+# consumers' (core.kafka.clients.IDLE_FETCH_WAIT_MS), since a fetch of idle partitions holds a
+# busy one back this long after a slow transaction (LoopConfig.fetch_max_wait_ms).
+RAW_FETCH_MAX_WAIT_MS = 100
 
 
 class RawProcessor:
     def __init__(self, bootstrap: Kafka, topics: Topics, group_id: str, config: ConfigCache,
                  day_seconds: float, max_records: int = 6000, smtp_utf8: bool = False,
                  max_attempts: int = 5, backoff_s: float = 0.5,
-                 backoff_max_s: float = 30.0, max_depth: int = MAX_DEPTH) -> None:
+                 backoff_max_s: float = 30.0, max_depth: int = MAX_DEPTH,
+                 fetch_max_wait_ms: int = RAW_FETCH_MAX_WAIT_MS) -> None:
         self.config = config
         self.transformer = Transformer(topics, config.get, day_seconds, smtp_utf8=smtp_utf8,
                                        max_depth=max_depth)
@@ -48,7 +53,7 @@ class RawProcessor:
         self.loop = TransactionalLoop(
             LoopConfig("streams", bootstrap, group_id, topics.raw, max_records=max_records,
                        max_attempts=max_attempts, backoff_s=backoff_s,
-                       backoff_max_s=backoff_max_s),
+                       backoff_max_s=backoff_max_s, fetch_max_wait_ms=fetch_max_wait_ms),
             self._handle, dead_letter=self._dead_letter)
         self._task: asyncio.Task[None] | None = None
         self._config_changed = asyncio.Event()

@@ -108,6 +108,12 @@ class LoopConfig:
     backoff_max_s: float = 30.0
     # Readiness turns false after this long without partitions during a rebalance.
     rebalance_grace_s: float = 30.0
+    # How long the broker may hold a fetch of partitions with nothing new. aiokafka sends a
+    # node no second fetch while one is in flight, and a partition whose records wait over
+    # 100 ms to be consumed (a slow transaction) is left out of the next one: that fetch, of
+    # idle partitions only, then holds the busy partition back for up to this long
+    # (bench/README.md, "The fetch that holds a busy partition back").
+    fetch_max_wait_ms: int = clients.IDLE_FETCH_WAIT_MS
 
 
 class TransactionalLoop:
@@ -173,7 +179,7 @@ class TransactionalLoop:
             session_timeout_ms=self.cfg.session_timeout_ms, max_poll_interval_ms=300_000,
             # A busy topic is answered at once; this bounds idle polls (the scheduler's topic
             # is idle unless invitations are delayed), each a request the broker pays for.
-            fetch_max_wait_ms=clients.IDLE_FETCH_WAIT_MS,
+            fetch_max_wait_ms=self.cfg.fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024)
         await self.consumer.start()
         self.consumer.subscribe([self.cfg.topic], listener=_Listener(self))
