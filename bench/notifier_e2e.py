@@ -97,7 +97,10 @@ def _quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return buckets[-1][0]
 
 
-def stage_histograms(metrics_urls: list[str]) -> dict[str, list[tuple[float, float]]]:
+Histograms = dict[str, list[tuple[float, float]]]
+
+
+def stage_histograms(metrics_urls: list[str]) -> Histograms:
     """stage -> cumulative (le, count) buckets, scraped from the services' /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -116,13 +119,20 @@ def stage_histograms(metrics_urls: list[str]) -> dict[str, list[tuple[float, flo
     return out
 
 
-def stage_summary(metrics_urls: list[str],
-                  since: dict[str, list[tuple[float, float]]] | None = None) -> str:
+def stage_count(hists: Histograms, stage: str) -> float:
+    """Observations of `stage` (its +Inf bucket)."""
+    return max((n for _, n in hists.get(stage, [])), default=0.0)
+
+
+def p99(sorted_values: list[float]) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * 0.99))]
+
+
+def stage_summary(hists: Histograms, since: Histograms | None = None) -> str:
     """`stage=p50/p99ms(max<=M)` for every stage that saw something, in pipeline order (M:
     the bucket bound the slowest observation fell under; a stage's observations are per
     batch, so a rare long one hides from p99); with `since` (an earlier
     `stage_histograms`), of what was observed after it only."""
-    hists = stage_histograms(metrics_urls)
     parts = []
     for stage in sorted(hists, key=lambda s: (STAGES.index(s) if s in STAGES else 99, s)):
         before = dict((since or {}).get(stage, []))
@@ -452,7 +462,7 @@ def run_e2e(rate: float, seconds: float, warmup: float = 3.0
             if cold:
                 warm_text = (f"warm-up (not counted): {len(warm)} webhooks in {warmup:g}s, "
                              f"p50 {statistics.median(cold):.0f} ms, "
-                             f"p99 {cold[min(len(cold) - 1, int(len(cold) * 0.99))]:.0f} ms")
+                             f"p99 {p99(cold):.0f} ms")
         urls = [f"http://127.0.0.1:{ports[k]}/metrics" for k in ("ingress", "worker",
                                                                   "notifier")]
         hist0 = stage_histograms(urls)
@@ -499,12 +509,11 @@ def run_e2e(rate: float, seconds: float, warmup: float = 3.0
         except httpx.HTTPError as exc:
             stages = f"notifier metrics unavailable ({exc})"
         try:
-            per_stage = stage_summary(urls, hist0)
+            hist1 = stage_histograms(urls)
+            per_stage = stage_summary(hist1, hist0)
             # The worker's and the broker's CPU per webhook follow the batch sizes: each
             # transaction costs ~6 CPU-ms in the worker and ~8 broker requests (bench/README).
-            commits = (max((n for _, n in stage_histograms(urls).get("raw_commit", [])),
-                           default=0.0)
-                       - max((n for _, n in hist0.get("raw_commit", [])), default=0.0))
+            commits = stage_count(hist1, "raw_commit") - stage_count(hist0, "raw_commit")
             per_tx = f"{len(sent) / commits:.1f}" if commits else "?"
         except httpx.HTTPError as exc:
             per_stage, per_tx = f"unavailable ({exc})", "?"
@@ -512,7 +521,7 @@ def run_e2e(rate: float, seconds: float, warmup: float = 3.0
         if not latencies:
             raise RuntimeError(f"no mail arrived; logs in {logs}")
         p50 = statistics.median(latencies)
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        p99_ms = p99(latencies)
         info = (f"{len(sent)} webhooks accepted at {rate:.0f}/s for {seconds:.0f}s, "
                 f"{len(latencies)} mails, {missing} missing, {failures} non-202, "
                 f"max {latencies[-1]:.0f} ms; {tail}; {warm_text}; "
@@ -520,7 +529,7 @@ def run_e2e(rate: float, seconds: float, warmup: float = 3.0
                 f"notifier stages: {stages}; CPU ms per webhook: "
                 f"{cpu_text}; machine busy {machine:.0f}% of {os.cpu_count()} cores during "
                 f"the load; logs in {logs}")
-        return p50, p99, info, per_stage
+        return p50, p99_ms, info, per_stage
     finally:
         for p in reversed(procs):
             if p.poll() is None:

@@ -49,7 +49,7 @@ from notifier.models import (
     Invitation,
     Respondent,
 )
-from notifier.wal_checkpoint import WalCheckpointer, backstop_pragma
+from notifier.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Db:
         # SQLite: checkpoints on a thread of their own, not in a batch's commit (see there).
         self._checkpointer = WalCheckpointer(self.engine) if sqlite else None
         if sqlite:
-            event.listen(self.engine, "connect", _sqlite_no_fsync_per_commit)
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         # SQLite has one writer at a time: one thread, so no "database is locked" waits.
         self._executor = ThreadPoolExecutor(max_workers=1 if sqlite else 4,
                                             thread_name_prefix="notifier-db")
@@ -203,13 +203,14 @@ def _streak_ended(conn: Connection) -> set[str]:
     return conn.info.setdefault(_STREAK_ENDED, set())
 
 
-def _sqlite_no_fsync_per_commit(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL + synchronous=NORMAL: a commit survives a crash of any process; only a power loss
     # can lose the newest ones. PostgreSQL (production) keeps full durability.
+    # Checkpoints run on their own thread (notifier.wal_checkpoint); a commit only past this.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
     cur.close()
-    backstop_pragma(dbapi_conn)  # checkpoints: notifier.wal_checkpoint
 
 
 def respondent_email(address: str) -> str:

@@ -37,13 +37,6 @@ CHECKPOINT_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 
-def backstop_pragma(dbapi_conn: Any) -> None:
-    """For every connection of the notifier's SQLite engine (a `connect` event)."""
-    cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-    cur.close()
-
-
 class WalCheckpointer:
     """A daemon thread: `PRAGMA wal_checkpoint(PASSIVE)` every `interval` seconds after
     `written()` was called. `last` is SQLite's answer to the latest one:
@@ -54,13 +47,14 @@ class WalCheckpointer:
         self.interval = interval
         self.last: tuple[int, int, int] | None = None
         self.runs = 0
-        self._dirty = threading.Event()
+        # Set per batch on the hot path, read here: a plain flag (no lock) is enough.
+        self._dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def written(self) -> None:
         """The database was written: checkpoint at the next interval."""
-        self._dirty.set()
+        self._dirty = True
 
     def start(self) -> None:
         if self._thread is None:
@@ -78,9 +72,9 @@ class WalCheckpointer:
         conn = None
         try:
             while not self._stop.wait(self.interval):
-                if not self._dirty.is_set():
+                if not self._dirty:
                     continue  # idle: no fsync for nothing
-                self._dirty.clear()
+                self._dirty = False
                 try:
                     if conn is None:
                         conn = self.engine.raw_connection()
@@ -89,8 +83,9 @@ class WalCheckpointer:
                     # The commits' backstop still bounds the log; the next interval retries.
                     log.warning("SQLite checkpoint failed (%s); retrying in %.0fs",
                                 type(exc).__name__, self.interval)
-                    conn = _close(conn)
-                    self._dirty.set()
+                    _close(conn)
+                    conn = None
+                    self._dirty = True
         finally:
             _close(conn)
 
