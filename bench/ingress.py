@@ -27,7 +27,10 @@ Peers (issue 17), measured in the same runs, the order alternated each run:
   64 in flight; `BENCH_BENTHOS` names another binary): the same wrk load against it, and a
   second line `peer benthos_rps=… benthos_p99_ms=… rps_ratio=… p99_ratio=…` (medians of
   the runs' own ratios, hookstream over Benthos). Build it with the Go toolchain:
-  `bench/benthos/build.sh DIR` (DIR on your PATH).
+  `bench/benthos/build.sh DIR` (DIR on your PATH). Benthos also takes the batch body (one
+  record of 100 events a request, as the ingress writes it): `benthos_batch_events_per_s=…
+  benthos_batch_ratio=…` (against the bare loop of the same run), what a Go edge gets of the
+  batch target.
 - always: a bare confluent-kafka loop (`bench/ingress_peer_loop.py`) sending the batch
   request's body as fast as it can, one record of 100 events at a time, to one partition (as
   the ingress writes one automation): `peer loop_events_per_s=… batch_ratio=…`.
@@ -369,7 +372,7 @@ def main() -> None:
             run_wrk(wrk, benthos.url, scripts, max(5, WARMUP // 2))
         ing, base, p99s, events, ratios = [], [], [], [], []
         b_rps_all, b_p99_all, rps_ratios, p99_ratios = [], [], [], []
-        loops, batch_ratios = [], []
+        loops, batch_ratios, b_batch_all, b_batch_ratios = [], [], [], []
         for i in range(-1, RUNS):
             got: dict[str, tuple[float, float]] = {}
             order = ["baseline", "real", "benthos"] if benthos is not None else \
@@ -380,10 +383,16 @@ def main() -> None:
                 target = {"baseline": base_url, "real": real_url}.get(name) or \
                     benthos.url  # type: ignore[union-attr]
                 got[name] = run_wrk(wrk, target, scripts, SECONDS)
-            pair = ["batch", "loop"] if i % 2 == 0 else ["loop", "batch"]
+            pair = ["batch", "loop", "benthos_batch"] if benthos is not None else \
+                ["batch", "loop"]
+            if i % 2:
+                pair.reverse()
             for name in pair:
                 if name == "batch":
                     batch_rps, _ = run_wrk(wrk, real_url, scripts, SECONDS, "batch")
+                elif name == "benthos_batch":
+                    bb_batch_rps, _ = run_wrk(wrk, benthos.url,  # type: ignore[union-attr]
+                                              scripts, SECONDS, "batch")
                 else:
                     loop_rps = run_loop(peer_topic, tmp / "batch.json", SECONDS, snap.id, env)
             if i < 0:
@@ -407,7 +416,10 @@ def main() -> None:
                 b_p99_all.append(bb_p99)
                 rps_ratios.append(r_rps / bb_rps)
                 p99_ratios.append(p99 / bb_p99)
-                line += f" benthos_rps={bb_rps:.0f} benthos_p99_ms={bb_p99:.1f}"
+                b_batch_all.append(bb_batch_rps * 100)
+                b_batch_ratios.append(bb_batch_rps / loop_rps)
+                line += (f" benthos_rps={bb_rps:.0f} benthos_p99_ms={bb_p99:.1f}"
+                         f" benthos_batch_events_per_s={bb_batch_rps * 100:.0f}")
             print(line, file=sys.stderr, flush=True)
         med = statistics.median
         print(("signed " if SIGNED else "") +
@@ -418,7 +430,9 @@ def main() -> None:
         peer = f"peer loop_events_per_s={med(loops):.0f} batch_ratio={med(batch_ratios):.2f}"
         if b_rps_all:
             peer += (f" benthos_rps={med(b_rps_all):.0f} benthos_p99_ms={med(b_p99_all):.1f} "
-                     f"rps_ratio={med(rps_ratios):.2f} p99_ratio={med(p99_ratios):.2f}")
+                     f"rps_ratio={med(rps_ratios):.2f} p99_ratio={med(p99_ratios):.2f} "
+                     f"benthos_batch_events_per_s={med(b_batch_all):.0f} "
+                     f"benthos_batch_ratio={med(b_batch_ratios):.2f}")
         print(peer)
     finally:
         if benthos is not None:
