@@ -306,6 +306,12 @@ class Settings(BaseSettings):
         "broker while one is in flight, so after a transaction slower than 100 ms a fetch of "
         "only idle partitions holds the busy ones back up to this long (issue 17). Lower: a "
         "shorter worst case; higher: fewer requests from an idle worker.")
+    worker_commit_gap_ms: float = Field(
+        4.0, ge=0, le=1000, description="Least time between the end of the worker's "
+        "transactions and the beginning of its next ones; records that arrive meanwhile join "
+        "the batch. The coordinator writes a commit's markers after answering it, and a "
+        "transaction begun before they are written waits 20 ms in the Kafka client (issue "
+        "17). 0: begin at once. Only a busy worker waits; an idle one's gap is long over.")
 
     # --- this machine ------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

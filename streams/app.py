@@ -88,6 +88,7 @@ class StreamsRuntime(mode.Service):
                                       smtp_utf8=settings.smtp_utf8,
                                       max_depth=settings.ingress_max_depth,
                                       fetch_max_wait_ms=settings.worker_raw_fetch_wait_ms,
+                                      commit_gap_ms=settings.worker_commit_gap_ms,
                                       **retries)
         state_dir = Path(settings.var_dir) / "scheduler" / settings.topic_prefix.rstrip(".")
         self.scheduler = Scheduler(kafka, self.topics, groups["scheduler"],

@@ -38,6 +38,9 @@ CONFIG_GRACE_S = 2.0
 # consumers' (core.kafka.clients.IDLE_FETCH_WAIT_MS), since a fetch of idle partitions holds a
 # busy one back this long after a slow transaction (LoopConfig.fetch_max_wait_ms).
 RAW_FETCH_MAX_WAIT_MS = 100
+# Between one transaction's end and the next one's beginning (setting worker_commit_gap_ms,
+# LoopConfig.commit_gap_ms): enough for the coordinator to write the last commit's markers.
+RAW_COMMIT_GAP_MS = 4.0
 
 
 class RawProcessor:
@@ -45,7 +48,8 @@ class RawProcessor:
                  day_seconds: float, max_records: int = 6000, smtp_utf8: bool = False,
                  max_attempts: int = 5, backoff_s: float = 0.5,
                  backoff_max_s: float = 30.0, max_depth: int = MAX_DEPTH,
-                 fetch_max_wait_ms: int = RAW_FETCH_MAX_WAIT_MS) -> None:
+                 fetch_max_wait_ms: int = RAW_FETCH_MAX_WAIT_MS,
+                 commit_gap_ms: float = RAW_COMMIT_GAP_MS) -> None:
         self.config = config
         self.transformer = Transformer(topics, config.get, day_seconds, smtp_utf8=smtp_utf8,
                                        max_depth=max_depth)
@@ -53,7 +57,8 @@ class RawProcessor:
         self.loop = TransactionalLoop(
             LoopConfig("streams", bootstrap, group_id, topics.raw, max_records=max_records,
                        max_attempts=max_attempts, backoff_s=backoff_s,
-                       backoff_max_s=backoff_max_s, fetch_max_wait_ms=fetch_max_wait_ms),
+                       backoff_max_s=backoff_max_s, fetch_max_wait_ms=fetch_max_wait_ms,
+                       commit_gap_ms=commit_gap_ms),
             self._handle, dead_letter=self._dead_letter)
         self._task: asyncio.Task[None] | None = None
         self._config_changed = asyncio.Event()
