@@ -278,3 +278,24 @@ def worker_factory(kafka_bootstrap: str, topic_prefix: str,
     yield make
     for w in workers:
         w.close()
+
+
+class _NoConfig:
+    """A config cache with no automation (for building a RawProcessor offline)."""
+
+    def get(self, automation_id: str) -> None:
+        return None
+
+    def add_listener(self, listener: object) -> None:
+        pass
+
+
+@pytest.fixture
+def offline_raw() -> Callable[..., Any]:
+    """Builds a `RawProcessor` that never connects, to check how its loop is configured."""
+    from streams.raw_loop import RawProcessor
+
+    def build(**kw: Any) -> RawProcessor:
+        return RawProcessor("127.0.0.1:1", Topics("t."), "g", _NoConfig(), 86400.0,  # type: ignore[arg-type]
+                            **kw)
+    return build

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 
 from core.kafka import clients
-from core.kafka.clients import IDLE_FETCH_WAIT_MS
-from core.kafka.topics import Topics
 from core.settings import Settings
-from streams.raw_loop import RAW_COMMIT_GAP_MS, RawProcessor
+from streams.raw_loop import RAW_COMMIT_GAP_MS
 from streams.records import Output
 from streams.txloop import AfterCommit, LoopConfig, TransactionalLoop
 
@@ -27,20 +27,11 @@ GAP_MS = 80.0
 RECORDS = 30
 
 
-class _NoConfig:
-    def get(self, automation_id: str) -> None:
-        return None
-
-    def add_listener(self, listener: object) -> None:
-        pass
-
-
-def test_the_raw_loop_waits_the_gap_and_the_scheduler_does_not() -> None:
+def test_the_raw_loop_waits_the_gap_and_the_scheduler_does_not(
+        offline_raw: Callable[..., Any]) -> None:
     assert Settings().worker_commit_gap_ms == RAW_COMMIT_GAP_MS == 4.0
-    raw = RawProcessor("127.0.0.1:1", Topics("t."), "g", _NoConfig(), 86400.0)  # type: ignore[arg-type]
-    assert raw.loop.cfg.commit_gap_ms == RAW_COMMIT_GAP_MS
+    assert offline_raw().loop.cfg.commit_gap_ms == RAW_COMMIT_GAP_MS
     assert LoopConfig("scheduler", "b", "g", "t").commit_gap_ms == 0.0
-    assert LoopConfig("scheduler", "b", "g", "t").fetch_max_wait_ms == IDLE_FETCH_WAIT_MS
 
 
 def test_the_setting_reaches_the_raw_loop(monkeypatch) -> None:  # type: ignore[no-untyped-def]

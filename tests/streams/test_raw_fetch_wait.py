@@ -9,35 +9,25 @@ up to `fetch_max_wait_ms`; the busy partition's next records wait with it. In
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from core.kafka.clients import IDLE_FETCH_WAIT_MS
-from core.kafka.topics import Topics
 from core.settings import Settings
-from streams.raw_loop import RAW_FETCH_MAX_WAIT_MS, RawProcessor
+from streams.raw_loop import RAW_FETCH_MAX_WAIT_MS
 from streams.txloop import LoopConfig
 
 
-class _NoConfig:
-    def get(self, automation_id: str) -> None:
-        return None
-
-    def add_listener(self, listener: object) -> None:
-        pass
-
-
-def _raw(**kw: object) -> RawProcessor:
-    return RawProcessor("127.0.0.1:1", Topics("t."), "g", _NoConfig(), 86400.0,  # type: ignore[arg-type]
-                        **kw)  # type: ignore[arg-type]
-
-
-def test_the_raw_loop_waits_less_on_idle_partitions_than_the_idle_consumers() -> None:
+def test_the_raw_loop_waits_less_on_idle_partitions_than_the_idle_consumers(
+        offline_raw: Callable[..., Any]) -> None:
     assert Settings().worker_raw_fetch_wait_ms == RAW_FETCH_MAX_WAIT_MS == 100
     assert RAW_FETCH_MAX_WAIT_MS < IDLE_FETCH_WAIT_MS
-    assert _raw().loop.cfg.fetch_max_wait_ms == RAW_FETCH_MAX_WAIT_MS
+    assert offline_raw().loop.cfg.fetch_max_wait_ms == RAW_FETCH_MAX_WAIT_MS
     assert LoopConfig("scheduler", "b", "g", "t").fetch_max_wait_ms == IDLE_FETCH_WAIT_MS
 
 
-def test_the_setting_reaches_the_raw_loop(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_setting_reaches_the_raw_loop(monkeypatch, offline_raw) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HOOKSTREAM_WORKER_RAW_FETCH_WAIT_MS", "250")
     wait = Settings().worker_raw_fetch_wait_ms
     assert wait == 250
-    assert _raw(fetch_max_wait_ms=wait).loop.cfg.fetch_max_wait_ms == 250
+    assert offline_raw(fetch_max_wait_ms=wait).loop.cfg.fetch_max_wait_ms == 250
