@@ -29,6 +29,7 @@ from control_plane.topic_reads import partitions_of
 from core.kafka import clients
 from core.kafka.clients import Kafka
 from core.kafka.headers import DLQ_AT, DLQ_REASON, header, integer, text
+from core.kafka.seek import seek_to_times
 from core.kafka.topics import SAMPLES_RETENTION_MS, Topics
 from core.tasks import cancel_and_wait
 from schemas import codec
@@ -205,12 +206,8 @@ class Activity:
         consumer.assign(tps)
         now = _now_ms()
         starts = {t.samples: now - SAMPLES_RETENTION_MS, t.counts: now - DAY_MS - BUCKET_MS}
-        timed = [tp for tp in tps if tp.topic in starts]
-        found = await consumer.offsets_for_times({tp: starts[tp.topic] for tp in timed})
-        ends = await consumer.end_offsets(timed)
-        for tp in timed:
-            hit = found.get(tp)
-            consumer.seek(tp, hit.offset if hit is not None else ends[tp])
+        await seek_to_times(consumer, {tp: starts[tp.topic] for tp in tps
+                                       if tp.topic in starts})
         await consumer.seek_to_beginning(*[tp for tp in tps if tp.topic == t.dlq])
         return tps
 

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from core.kafka import clients
 from core.kafka.clients import Kafka
+from core.kafka.seek import seek_to_times
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,8 @@ async def seek_start(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition],
     elif start == "end":
         await consumer.seek_to_end(*tps)
     else:
-        found = await consumer.offsets_for_times({tp: start for tp in tps})
-        ends = await consumer.end_offsets(list(tps))
-        for tp in tps:
-            hit = found.get(tp)
-            # No record at or after the time: start at the end (only newer records follow).
-            consumer.seek(tp, hit.offset if hit is not None else ends[tp])
+        # No record at or after the time: start at the end (only newer records follow).
+        await seek_to_times(consumer, {tp: start for tp in tps})
 
 
 async def read_records(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition],
