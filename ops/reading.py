@@ -94,7 +94,6 @@ async def seek_start(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition],
     elif start == "end":
         await consumer.seek_to_end(*tps)
     else:
-        # No record at or after the time: start at the end (only newer records follow).
         await seek_to_times(consumer, {tp: start for tp in tps})
 
 

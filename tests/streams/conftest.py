@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import NewTopic
 
 from automations.snapshot import (
     AutomationSnapshot,
@@ -26,6 +27,7 @@ from automations.snapshot import (
     MessageTemplate,
     Variable,
 )
+from core.kafka import clients
 from core.kafka.topics import Topics, ensure_topics
 from hookstream.local.kafka import free_port
 from schemas import codec
@@ -89,6 +91,16 @@ def webhook(automation_id: str, payload: Any, event_id: str,
             content_type: str = "application/json", **kw: Any) -> RawWebhook:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     return RawWebhook(automation_id, body, raw_headers(event_id, content_type, **kw))
+
+
+async def create_topics(bootstrap: str, partitions: Mapping[str, int]) -> None:
+    """Topics of a test's own loop (name: partitions), replication factor 1."""
+    admin = clients.admin(bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, n, 1) for t, n in partitions.items()])
+    finally:
+        await admin.close()
 
 
 async def produce_raw(bootstrap: str, topics: Topics, hooks: Iterable[RawWebhook]) -> None:

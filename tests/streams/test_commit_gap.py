@@ -15,13 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import NewTopic
 
-from core.kafka import clients
 from core.settings import Settings
 from streams.raw_loop import RAW_COMMIT_GAP_MS
 from streams.records import Output
 from streams.txloop import AfterCommit, LoopConfig, TransactionalLoop
+from tests.streams.conftest import create_topics
 
 GAP_MS = 80.0
 RECORDS = 30
@@ -46,12 +45,7 @@ async def _run(bootstrap: str, prefix: str, gap_ms: float) -> tuple[list[float],
     """Records sent 10 ms apart through a loop with `gap_ms`: for each transaction after the
     first, the time from the previous one's end to its handler; the batch sizes; outputs."""
     source, sink = f"{prefix}src", f"{prefix}sink"
-    admin = clients.admin(bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(source, 1, 1), NewTopic(sink, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, {source: 1, sink: 1})
     ends: list[float] = []
     gaps: list[float] = []
     sizes: list[int] = []

@@ -15,10 +15,10 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.records import Output
 from streams.txloop import LoopConfig, TransactionalLoop
+from tests.streams.conftest import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -45,12 +45,7 @@ async def _read_all(bootstrap: str, topic: str, want: int, within: float) -> lis
 async def test_a_fenced_partition_still_ours_is_taken_back(kafka_bootstrap: str) -> None:
     name = uuid.uuid4().hex[:8]
     source, sink, group = f"fence-in-{name}", f"fence-out-{name}", f"fence-{name}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, 1, 1) for t in (source, sink)])
-    finally:
-        await admin.close()
+    await create_topics(kafka_bootstrap, {source: 1, sink: 1})
 
     async def copy(tp: TopicPartition, records: list[ConsumerRecord]):  # type: ignore[no-untyped-def]
         return [Output(sink, r.key or b"", r.value, []) for r in records], None

@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 from core.kafka import clients
 from streams.records import Output
 from streams.txloop import LoopConfig, TransactionalLoop, send_in_transaction
+from tests.streams.conftest import create_topics, read_topic
 
 TRANSACTIONS = 120
 PARTITIONS = 6
@@ -31,14 +32,7 @@ async def _no_handler(tp: TopicPartition, records: list) -> tuple[list[Output], 
 
 async def _run(bootstrap: str, prefix: str) -> tuple[int, int]:
     source, out = f"{prefix}in", f"{prefix}out"
-    admin = clients.admin(bootstrap)
-    await admin.start()
-    try:
-        from aiokafka.admin import NewTopic
-
-        await admin.create_topics([NewTopic(source, 1, 1), NewTopic(out, PARTITIONS, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, {source: 1, out: PARTITIONS})
     group = f"{prefix}g"
     loop = TransactionalLoop(LoopConfig("streams", bootstrap, group, source), _no_handler)
     tp = TopicPartition(source, 0)
@@ -50,18 +44,8 @@ async def _run(bootstrap: str, prefix: str) -> tuple[int, int]:
             await send_in_transaction(producer, partitions, outputs, {tp: i + 1}, group)
     finally:
         await producer.stop()
-    consumer = clients.consumer(bootstrap, out, isolation_level="read_committed",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        seen = 0
-        for _ in range(50):
-            got = await consumer.getmany(timeout_ms=500)
-            seen += sum(len(r) for r in got.values())
-            if seen >= TRANSACTIONS * 4:
-                break
-    finally:
-        await consumer.stop()
+    seen = len(await read_topic(bootstrap, out, until=lambda rs: len(rs) >= TRANSACTIONS * 4,
+                                timeout=25))
     committed_consumer = clients.consumer(bootstrap, group_id=group, enable_auto_commit=False)
     await committed_consumer.start()
     try:
